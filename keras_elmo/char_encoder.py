@@ -73,7 +73,7 @@ class CharEncoder(keras.layers.Layer):
         pooled = []
         for kernel, bias in zip(self.cnn_kernels, self.cnn_biases):
             conv = ops.conv(chars, ops.cast(kernel, self.compute_dtype), padding="valid")
-            # bilm-tf: max over positions first, then bias and activation commute with it.
+            # bilm-tf adds the bias before the max; a constant commutes with it.
             pooled.append(act(ops.max(conv, axis=1) + ops.cast(bias, self.compute_dtype)))
         x = ops.concatenate(pooled, axis=-1)
         for w_c, b_c, w_t, b_t in self.highways:

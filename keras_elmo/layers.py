@@ -9,13 +9,13 @@ inside TensorFlow graphs); everything after that is backend-agnostic `keras.ops`
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_elmo import chars
+from keras_elmo import batching, chars
 from keras_elmo.bilstm import BiLSTM, State
 from keras_elmo.char_encoder import CharEncoder
 from keras_elmo.options import ELMoOptions, OptionsLike, as_options
@@ -52,7 +52,10 @@ def _dtype_kind(x: Any) -> str:
 
 
 def _looks_like_strings(x: Any) -> bool:
-    while isinstance(x, (list, tuple)) and x:
+    """A (nested) list whose first leaf is a string; an empty list is an empty batch of them."""
+    while isinstance(x, (list, tuple)):
+        if not x:
+            return True
         x = x[0]
     return isinstance(x, (str, bytes))
 
@@ -157,18 +160,24 @@ class _ELMoBase(keras.layers.Layer):
             return outputs
         return outputs[self.output_mode]
 
-    def _forward(self, ids: Any) -> dict[str, Any]:
+    def _forward(self, ids: Any, use_state: bool = True) -> dict[str, Any]:
+        """All outputs for character ids [batch, T, max_chars]."""
         o = self.options
         dtype = self.compute_dtype
         mask = ops.any(ops.not_equal(ids, 0), axis=-1)
         lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
         token_mask = ops.cast(mask, dtype)[:, :, None]
-        word_emb = self.char_encoder(ids) * token_mask
-        boundary = self.char_encoder(ops.convert_to_tensor(chars.boundary_char_ids(self.max_chars)))
-        batch = ops.shape(ids)[0]
-        initial_state = self._initial_state(batch) if self.stateful else None
+        batch, steps = ops.shape(ids)[0], ops.shape(ids)[1]
+        # <S> and </S> go through the encoder with the tokens: one call, never empty.
+        boundary_ids = ops.convert_to_tensor(chars.boundary_char_ids(self.max_chars), "int32")
+        flat = ops.concatenate([boundary_ids, ops.reshape(ids, (-1, self.max_chars))], axis=0)
+        embedded = self.char_encoder(flat)
+        boundary = embedded[:2]
+        word_emb = ops.reshape(embedded[2:], (batch, steps, o.projection_dim)) * token_mask
+        stateful = self.stateful and use_state
+        initial_state = self._initial_state(batch) if stateful else None
         lstm_outputs, final_state = self.bilstm(word_emb, lengths, boundary, initial_state=initial_state)
-        if self.stateful:
+        if stateful:
             self._update_state(final_state, batch)
         if not self.fine_tune_bilm:
             word_emb = ops.stop_gradient(word_emb)
@@ -182,6 +191,29 @@ class _ELMoBase(keras.layers.Layer):
             outputs[f"lstm_outputs{k}"] = y
         outputs.update(elmo=elmo, default=default, sequence_len=lengths)
         return outputs
+
+    def embed(
+        self,
+        sentences: Sequence[Any],
+        output: str = "elmo",
+        max_tokens_per_batch: int = 4096,
+        max_batch_size: int = 256,
+    ) -> list[np.ndarray]:
+        """Embeds many sentences in length buckets; results come back in input order.
+
+        Args:
+            sentences: raw sentences (split like the layer's input) or token lists.
+            output: `"elmo"` [n, 2P], `"default"` [2P], `"word_emb"` [n, P],
+                `"lstm_outputs"` [n_layers, n, 2P] or `"layers"` [n_layers + 1, n, 2P]
+                (token embedding duplicated, then each LSTM layer).
+            max_tokens_per_batch: bounds memory: rows * longest row per batch.
+            max_batch_size: most sentences in one batch.
+
+        Returns:
+            One numpy array per sentence, trimmed to its own length. Always stateless.
+        """
+        token_lists = [chars.tokenize(s) if isinstance(s, (str, bytes)) else list(s) for s in sentences]
+        return batching.embed(self, token_lists, output, max_tokens_per_batch, max_batch_size)
 
     # ------------------------------------------------------------------ stateful mode
     def _initial_state(self, batch: int) -> State | None:

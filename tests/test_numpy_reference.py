@@ -1,23 +1,18 @@
 """Checks the numpy reference (tests/numpy_reference.py) against outputs of the original bilm-tf code."""
 import json
-import os
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy_reference as ref  # noqa: E402
+from conftest import FIXTURES, require_fixtures  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("KERAS_ELMO_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
 
-pytestmark = pytest.mark.skipif(
-    not FIXTURES.is_dir(),
-    reason=f"ELMo fixtures not found at {FIXTURES} (set KERAS_ELMO_FIXTURES)",
-)
+@pytest.fixture(autouse=True)
+def _fixtures():
+    require_fixtures()
+
 
 MODELS = [("bilm-tf", "lm_embeddings_sentences.json"), ("allennlp-elmo", "sentences.json")]
 
