@@ -124,6 +124,29 @@ class _ELMoBase(keras.layers.Layer):
         assign_bilm_weights(layer.char_encoder, layer.bilstm, arrays)
         return layer
 
+    @classmethod
+    def from_preset(cls, name_or_dir: str | os.PathLike, **kwargs: Any) -> "_ELMoBase":
+        """Loads a registered preset by name (downloaded once, then cached) or a local
+        directory holding `options.json` and the weights. See `keras_elmo.list_presets()`."""
+        from keras_elmo import presets
+
+        return presets.load_preset(cls, name_or_dir, **kwargs)
+
+    @classmethod
+    def from_tfhub(cls, module_dir: str | os.PathLike, **kwargs: Any) -> "_ELMoBase":
+        """Imports a TF-Hub ELMo module directory (`saved_model.pb`, `variables/`),
+        including its trained mix weights. `options=` overrides the inferred options."""
+        from keras_elmo import weights
+
+        return weights.load_tfhub_module(cls, module_dir, **kwargs)
+
+    def save_preset(self, directory: str | os.PathLike) -> None:
+        """Writes `options.json`, the weights and this layer's mix and settings to
+        `directory`, loadable again with `from_preset(directory)`."""
+        from keras_elmo import presets
+
+        presets.save_preset(self, directory)
+
     # ------------------------------------------------------------------ inputs
     @property
     def max_chars(self) -> int:
