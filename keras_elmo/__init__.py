@@ -3,19 +3,25 @@
 from keras_elmo.chars import char_ids, sentences_char_ids, tokenize
 from keras_elmo.layers import ELMoLayer, ELMoTokensLayer
 from keras_elmo.options import ELMoOptions, OptionsError
+from keras_elmo.presets import DownloadError, PresetError, list_presets, register_preset
 from keras_elmo.scalar_mix import ScalarMix
-from keras_elmo.weights import WeightFileError
+from keras_elmo.weights import WeightFileError, save_bilm_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DownloadError",
     "ELMoLayer",
     "ELMoOptions",
     "ELMoTokensLayer",
     "OptionsError",
+    "PresetError",
     "ScalarMix",
     "WeightFileError",
     "char_ids",
+    "list_presets",
+    "register_preset",
+    "save_bilm_weights",
     "sentences_char_ids",
     "tokenize",
 ]

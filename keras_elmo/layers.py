@@ -274,7 +274,8 @@ class _ELMoBase(keras.layers.Layer):
         self._state = None
 
     # ------------------------------------------------------------------ Keras plumbing
-    def _token_dims(self, inputs: Any) -> tuple[Any, Any]:
+    @staticmethod
+    def _token_dims(inputs: Any) -> tuple[Any, Any]:
         """(batch, max_len) of the output, for symbolic shape inference."""
         raise NotImplementedError
 
@@ -294,7 +295,8 @@ class _ELMoBase(keras.layers.Layer):
             return spec
         return spec[self.output_mode]
 
-    def _token_mask(self, inputs: Any) -> Any:
+    @staticmethod
+    def _token_mask(inputs: Any) -> Any:
         """[batch, max_len] bool: which positions hold real tokens."""
         raise NotImplementedError
 
@@ -302,8 +304,8 @@ class _ELMoBase(keras.layers.Layer):
         if self.output_mode == "default":
             return None
         if _is_symbolic_input(inputs):
-            batch, steps = self._token_dims(inputs)
-            token_mask = keras.KerasTensor((batch, steps), "bool")
+            # A graph node of its own, so the mask stays connected to the model's inputs.
+            token_mask = TokenMask(type(self).__name__)(inputs)
         else:
             token_mask = self._token_mask(inputs)
         if self.output_mode == "elmo":
@@ -347,6 +349,8 @@ def _symbolic_like(inputs: Any, layer: "_ELMoBase") -> Any:
 
 
 def _ids_token_mask(ids: Any) -> Any:
+    if not (_is_symbolic(ids) or ops.is_tensor(ids)):
+        ids = ops.convert_to_tensor(np.asarray(ids), "int32")
     return ops.any(ops.not_equal(ids, 0), axis=-1)
 
 
@@ -415,15 +419,17 @@ class ELMoLayer(_ELMoBase):
         sentences = _string_batch(inputs, "ELMoLayer", "sentences", 1)
         return ops.convert_to_tensor(chars.sentences_char_ids(sentences, self.max_chars), "int32")
 
-    def _token_dims(self, inputs: Any) -> tuple[Any, Any]:
+    @staticmethod
+    def _token_dims(inputs: Any) -> tuple[Any, Any]:
         shape = tuple(inputs.shape)
         if _dtype_kind(inputs) == "string":
             return shape[0], None
         return shape[0], shape[1]
 
-    def _token_mask(self, inputs: Any) -> Any:
+    @staticmethod
+    def _token_mask(inputs: Any) -> Any:
         if _dtype_kind(inputs) == "int":
-            return _ids_token_mask(self._ids_from_int(inputs))
+            return _ids_token_mask(inputs)
         if _is_tf_tensor(inputs):
             import tensorflow as tf
 
@@ -454,7 +460,8 @@ class ELMoTokensLayer(_ELMoBase):
         "or int32 character ids [batch, max_len, 50]"
     )
 
-    def _split(self, inputs: Mapping[str, Any]) -> tuple[Any, Any]:
+    @staticmethod
+    def _split(inputs: Mapping[str, Any]) -> tuple[Any, Any]:
         unknown = sorted(set(inputs) - {"tokens", "sequence_len"})
         if "tokens" not in inputs or unknown:
             raise ValueError(
@@ -487,17 +494,19 @@ class ELMoTokensLayer(_ELMoBase):
             lengths = ops.convert_to_numpy(lengths) if ops.is_tensor(lengths) else np.asarray(lengths)
         return ops.convert_to_tensor(chars.char_ids(tokens, lengths, self.max_chars), "int32")
 
-    def _token_dims(self, inputs: Any) -> tuple[Any, Any]:
+    @staticmethod
+    def _token_dims(inputs: Any) -> tuple[Any, Any]:
         if isinstance(inputs, Mapping):
-            shape = tuple(self._split(inputs)[0].shape)
+            shape = tuple(ELMoTokensLayer._split(inputs)[0].shape)
             return shape[0], shape[1]
         shape = tuple(inputs.shape)
         return shape[0], shape[1]
 
-    def _token_mask(self, inputs: Any) -> Any:
+    @staticmethod
+    def _token_mask(inputs: Any) -> Any:
         if not isinstance(inputs, Mapping):
-            return _ids_token_mask(self._ids_from_int(inputs))
-        tokens, lengths = self._split(inputs)
+            return _ids_token_mask(inputs)
+        tokens, lengths = ELMoTokensLayer._split(inputs)
         if _is_tf_tensor(tokens):
             import tensorflow as tf
 
@@ -533,3 +542,34 @@ def _lengths_mask(lengths: Any, max_len: int | None = None) -> np.ndarray:
     lengths = np.asarray(lengths, dtype=np.int64)
     max_len = int(lengths.max(initial=0)) if max_len is None else max_len
     return np.arange(max_len)[None, :] < lengths[:, None]
+
+
+@keras.saving.register_keras_serializable(package="keras_elmo")
+class TokenMask(keras.Operation):
+    """[batch, max_len] bool: which positions of an ELMo layer's input hold real tokens.
+
+    The layers' `compute_mask` uses it on symbolic inputs, so that the mask is a
+    node of the model's graph (as `Embedding(mask_zero=True)`'s is), also for
+    string inputs, for which no `keras.ops` expression exists.
+
+    Args:
+        layer_class: `"ELMoLayer"` or `"ELMoTokensLayer"`: which input format to read.
+    """
+
+    def __init__(self, layer_class: str = "ELMoLayer", name: str | None = None):
+        super().__init__(name=name)
+        if layer_class not in _LAYER_CLASSES:
+            raise ValueError(f"`layer_class` must be one of {sorted(_LAYER_CLASSES)}, got {layer_class!r}.")
+        self.layer_class = layer_class
+
+    def call(self, inputs: Any):
+        return _LAYER_CLASSES[self.layer_class]._token_mask(inputs)
+
+    def compute_output_spec(self, inputs: Any):
+        return keras.KerasTensor(_LAYER_CLASSES[self.layer_class]._token_dims(inputs), "bool")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"layer_class": self.layer_class, "name": self.name}
+
+
+_LAYER_CLASSES = {"ELMoLayer": ELMoLayer, "ELMoTokensLayer": ELMoTokensLayer}
