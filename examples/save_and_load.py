@@ -27,45 +27,15 @@ says so; it runs offline in seconds.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
 
-try:
-    import keras_elmo
-except ModuleNotFoundError as e:  # running from a checkout without installing: use the repo root
-    if e.name != "keras_elmo":
-        raise
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import keras_elmo
+from _common import add_model_args, check_model_args, keras_elmo, make_elmo, start  # first: makes keras_elmo importable
 
 import keras
 import numpy as np
 
-#: A tiny model for offline runs (the same as in sentence_classifier.py).
-TINY_OPTIONS = {
-    "lstm": {
-        "dim": 32,
-        "projection_dim": 16,
-        "n_layers": 2,
-        "cell_clip": 3,
-        "proj_clip": 3,
-        "use_skip_connections": False,
-    },
-    "char_cnn": {
-        "embedding": {"dim": 8},
-        "filters": [[1, 8], [2, 8], [3, 16]],
-        "n_highway": 1,
-        "n_characters": 262,
-        "max_characters_per_token": 50,
-        "activation": "relu",
-    },
-}
-OFFLINE_NOTICE = (
-    "NOTE: no --options/--weights/--preset given: using a small randomly initialised ELMo; "
-    "its outputs are not meaningful for real use."
-)
 SENTENCES = [
     "the cat sat on the mat .",
     "ELMo vectors depend on the whole sentence",
@@ -73,27 +43,6 @@ SENTENCES = [
     "",  # an empty sentence: a zero-length row
     "naïve café , déjà vu ?",
 ]
-
-
-def make_elmo(args: argparse.Namespace, **kwargs) -> keras.layers.Layer:
-    """The ELMo layer the flags ask for; prints which one it is."""
-    if args.preset:
-        if importlib.util.find_spec("keras_elmo.presets") is None:
-            sys.exit(
-                "error: --preset needs keras_elmo.presets, which this keras_elmo installation "
-                f"({os.path.dirname(keras_elmo.__file__)}) does not have; use --options and "
-                "--weights instead."
-            )
-        print(f"Loading ELMo preset {args.preset}")
-        try:
-            return keras_elmo.ELMoLayer.from_preset(args.preset, **kwargs)
-        except (ValueError, OSError) as e:  # an unknown preset, a failed download, a bad directory
-            sys.exit(f"error: could not load preset {args.preset!r}: {e}")
-    if args.options:
-        print(f"Loading ELMo from {args.options} and {args.weights}")
-        return keras_elmo.ELMoLayer.from_files(args.options, args.weights, **kwargs)
-    print(OFFLINE_NOTICE)
-    return keras_elmo.ELMoLayer(options=TINY_OPTIONS, **kwargs)
 
 
 def build_model(elmo: keras.layers.Layer) -> keras.Model:
@@ -106,25 +55,19 @@ def build_model(elmo: keras.layers.Layer) -> keras.Model:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--options", help="bilm-tf options.json (with --weights)")
-    p.add_argument("--weights", help="bilm-tf HDF5 weight file (with --options)")
-    p.add_argument("--preset", help="a keras_elmo preset name or a local preset directory")
+    add_model_args(p)
     p.add_argument("--quick", action="store_true", help="accepted for symmetry; this script is always quick")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if bool(args.options) != bool(args.weights):
-        p.error("--options and --weights go together")
-    if args.preset and args.options:
-        p.error("give either --preset or --options/--weights, not both")
+    check_model_args(p, args)
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    keras.utils.set_random_seed(args.seed)
-    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}")
+    start(args)
 
-    elmo = make_elmo(args, output_mode="dict", name="elmo")
+    elmo = make_elmo(args, "its outputs are not meaningful for real use.", output_mode="dict", name="elmo")
     model = build_model(elmo)
     # Non-default mix weights, as after training, so that the check covers them too.
     mix = elmo.scalar_mix
