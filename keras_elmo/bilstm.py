@@ -19,10 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_elmo.options import ELMoOptions
-from keras_elmo.recurrence import scan
+from keras_elmo.recurrence import bucket, compile_function, scan, torch_lstm_layer, while_chunks
 
 #: LSTM state: for each layer, (c [2, batch, cell_dim], h [2, batch, output_dim]),
 #: direction 0 forward, 1 backward.
@@ -143,22 +144,227 @@ class BiLSTM(keras.layers.Layer):
         def step(carry, inputs):
             c, h = carry
             gates_in, m = inputs
-            i, j, f, g = ops.split(gates_in + ops.matmul(h, recurrent), 4, axis=-1)
-            c_new = ops.sigmoid(f + 1.0) * c + ops.sigmoid(i) * ops.tanh(j)
-            if o.cell_clip is not None:
-                c_new = ops.clip(c_new, -o.cell_clip, o.cell_clip)
-            h_new = ops.sigmoid(g) * ops.tanh(c_new)
-            if proj is not None:
-                h_new = ops.matmul(h_new, proj)
-                if o.proj_clip is not None:
-                    h_new = ops.clip(h_new, -o.proj_clip, o.proj_clip)
+            c_new, h_new = _lstm_cell(o, gates_in + ops.matmul(h, recurrent), c, proj)
             c = ops.where(m, c_new, c)
             h = ops.where(m, h_new, h)
             return (c, h), ops.where(m, h_new, ops.zeros_like(h_new))
 
         return step
 
+    # ------------------------------------------------------------------ inference path
+    #: Time steps per iteration of the compiled loop: their input-to-gate products
+    #: are one matrix product, computed just before they are needed, so memory holds
+    #: the gates of CHUNK steps rather than of the whole sequence.
+    CHUNK = 8
+
+    def infer(self, table, index, lengths, rows, initial_state: State | None = None):
+        """`call`'s results for concrete inputs of the frozen model, compiled and bucketed.
+
+        Args:
+            table: token embeddings [n, P] (a backend tensor), one row per distinct token.
+            index: numpy ints [batch, T]: the row of `table` at each position.
+            lengths: numpy ints [batch]: real tokens per row.
+            rows: `(pad, bos, eos)`: the rows of `table` holding zeros, `<S>` and `</S>`.
+            initial_state: a `State` to start from (default zeros).
+
+        Returns:
+            `(outputs, final_state)` as `call` returns them.
+
+        Both directions run in each row's own time: the backward direction reads
+        each row reversed within its length (`tf.reverse_sequence`), so every row
+        starts at step 0. Rows are sorted by length, longest first, so the rows
+        still running at any step are a leading block: each chunk of steps
+        computes only that block (rounded up to a `bucket` size, one compiled
+        branch per size) and the loop stops after the longest row. Batch and
+        length are padded to `bucket` sizes too, so a few compilations serve
+        every shape; padded rows and steps are masked.
+        """
+        batch, steps = index.shape
+        pad, bos, eos = rows
+        lengths = np.asarray(lengths, dtype=np.int64)
+        padded_rows = bucket(batch)
+        padded_steps = bucket(-(-(steps + 2) // self.CHUNK)) * self.CHUNK  # <S> tokens </S>
+
+        order = np.argsort(-lengths, kind="stable")  # longest first
+        inverse = np.argsort(order)
+        full = np.zeros(padded_rows, dtype=np.int64)  # steps per row, boundaries included
+        full[:batch] = lengths[order] + 2
+        # Time-major table rows [padded_steps, padded_rows], forward and per-row reversed.
+        forward = np.full((padded_steps, padded_rows), pad, dtype=np.int32)
+        forward[0, :batch] = bos
+        forward[1 : steps + 1, :batch] = index[order].T
+        forward[full[:batch] - 1, np.arange(batch)] = eos
+        t = np.arange(padded_steps)[:, None]
+        inside = t < full[None, :]
+        # reversed[t] = forward[len + 1 - t] within each row: an involution, which
+        # also maps the backward outputs back to forward time.
+        perm = np.where(inside, full[None, :] - 1 - t, t).astype(np.int32)
+        backward = np.take_along_axis(forward, perm, axis=0)
+        x = ops.take(table, ops.convert_to_tensor(np.stack([forward, backward]), "int32"), axis=0)
+        # Rows still running at the start of each chunk, as a branch: sizes[branch] >= running.
+        sizes = self._row_sizes(padded_rows)
+        running = inside[:: self.CHUNK].sum(axis=1)
+        branch = np.searchsorted(sizes, running).astype(np.int32)
+        n_chunks = int(np.count_nonzero(running))
+
+        dtype = x.dtype
+        if initial_state is None:
+            state = self.zero_state(padded_rows, dtype)
+        else:
+            sorted_rows = ops.convert_to_tensor(order, "int32")
+            extra = ((0, 0), (0, padded_rows - batch), (0, 0))
+            state = [
+                tuple(ops.pad(ops.take(ops.cast(s, dtype), sorted_rows, axis=1), extra) for s in pair)
+                for pair in initial_state
+            ]
+        perm_t = ops.convert_to_tensor(perm)
+        lengths_t = ops.convert_to_tensor(full - 2, "int32")
+        if keras.backend.backend() == "torch":
+            outputs, final = [], []
+            o = self.options
+            for layer, kernels in enumerate(self._weight_values()):
+                kernels = (*kernels, None) if len(kernels) == 3 else kernels
+                carry, y = torch_lstm_layer(
+                    x, kernels, state[layer], inside.sum(axis=1).tolist(), self.CHUNK, o.cell_clip, o.proj_clip
+                )
+                if o.use_skip_connections and layer > 0:
+                    y = y + x
+                final.append(carry)
+                outputs.append(y)
+                x = y
+            outputs = self._assemble(outputs, perm_t, lengths_t)
+        else:
+            if self._compiled_infer is None:
+                self._compiled_infer = compile_function(self._infer_fn)
+            outputs, final = self._compiled_infer(
+                self._weight_values(),
+                x,
+                ops.convert_to_tensor(inside),
+                perm_t,
+                lengths_t,
+                ops.convert_to_tensor(branch),
+                ops.convert_to_tensor(n_chunks, "int32"),
+                [tuple(pair) for pair in state],
+            )
+        # Back to the caller's row order.
+        inverse = ops.convert_to_tensor(inverse, "int32")
+        outputs = [ops.take(y, inverse, axis=0)[:, :steps] for y in outputs]
+        final = [tuple(ops.take(s, inverse, axis=1) for s in pair) for pair in final]
+        return outputs, final
+
+    _compiled_infer = None
+
+    @staticmethod
+    def _row_sizes(padded_rows: int) -> list[int]:
+        """The row-block sizes compiled for a padded batch: powers of two below it, and
+        itself. (Finer sizes measured no faster, and each costs compile time and memory.)"""
+        sizes = [1]
+        while sizes[-1] * 2 < padded_rows:
+            sizes.append(sizes[-1] * 2)
+        return sizes + [padded_rows] if padded_rows > 1 else sizes
+
+    def _weight_values(self) -> list[tuple[Any, ...]]:
+        """Per layer (input kernel, recurrent kernel, bias[, projection]), as plain
+        tensors that a compiled function takes as arguments."""
+        values = []
+        for layer in range(self.options.n_layers):
+            group = [self.input_kernels[layer], self.recurrent_kernels[layer], self.biases[layer]]
+            if self.options.use_lstm_projection:
+                group.append(self.proj_kernels[layer])
+            values.append(tuple(v.value for v in group))
+        return values
+
+    def _infer_fn(self, weights, x, inside, perm, lengths, branch, n_chunks, state):
+        """The compiled body of `infer`.
+
+        x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
+        inside [S, B]: the steps within each row; perm [S, B]: the per-row
+        reversal; lengths [B]; branch [S / CHUNK]: the row block of each chunk.
+        """
+        o = self.options
+        k = self.CHUNK
+        dtype = x.dtype
+        _, padded_steps, padded_rows, _ = x.shape
+        sizes = self._row_sizes(padded_rows)
+        outputs, final = [], []
+        for layer, (w_in, w_rec, bias, *proj) in enumerate(weights):
+            w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
+            proj = ops.cast(proj[0], dtype) if proj else None
+            x_in, width = x, x.shape[-1]
+
+            def run_chunk(rows, start, c_all, h_all):
+                """Steps start .. start + k - 1 of the first `rows` rows (the others have ended)."""
+                c, h = c_all[:, :rows], h_all[:, :rows]
+                x_chunk = ops.slice(x_in, (0, start, 0, 0), (2, k, rows, width))
+                mask = ops.slice(inside, (start, 0), (k, rows))
+                gates = ops.einsum("dtbi,dio->dtbo", x_chunk, w_in) + bias[:, None, None, :]
+                ys = []
+                for step in range(k):
+                    m = mask[step][None, :, None]
+                    c_new, h_new = _lstm_cell(o, gates[:, step] + ops.matmul(h, w_rec), c, proj)
+                    c = ops.where(m, c_new, c)
+                    h = ops.where(m, h_new, h)
+                    ys.append(ops.where(m, h_new, ops.zeros_like(h_new)))
+                y_chunk = ops.stack(ys, axis=1)  # [2, k, rows, H]
+                if o.use_skip_connections and layer > 0:
+                    y_chunk = y_chunk + x_chunk
+                if rows < padded_rows:
+                    c = ops.concatenate([c, c_all[:, rows:]], axis=1)
+                    h = ops.concatenate([h, h_all[:, rows:]], axis=1)
+                    y_chunk = ops.pad(y_chunk, ((0, 0), (0, 0), (0, padded_rows - rows), (0, 0)))
+                return c, h, y_chunk
+
+            def chunk(i, carry):
+                c_all, h_all, y = carry
+                start = i * k
+                c_all, h_all, y_chunk = ops.switch(
+                    branch[i],
+                    [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
+                    c_all,
+                    h_all,
+                )
+                return c_all, h_all, ops.slice_update(y, (0, start, 0, 0), y_chunk)
+
+            y = ops.zeros((2, padded_steps, padded_rows, self.output_dim), dtype)
+            c_all, h_all, y = while_chunks(chunk, n_chunks, (*state[layer], y))
+            final.append((c_all, h_all))
+            outputs.append(y)
+            x = y
+
+        return self._assemble(outputs, perm, lengths), final
+
+    @staticmethod
+    def _assemble(outputs, perm, lengths):
+        """Layer outputs [2, S, B, H] in each row's own time -> [B, S - 2, 2H] in forward
+        time, without `<S>` and each row's `</S>`."""
+        padded_tokens = outputs[0].shape[1] - 2
+        dtype = outputs[0].dtype
+        token_mask = ops.cast(ops.arange(padded_tokens)[None, :] < lengths[:, None], dtype)[:, :, None]
+        results = []
+        for y in outputs:
+            index = ops.broadcast_to(perm[:, :, None], y[1].shape)
+            backward = ops.take_along_axis(y[1], index, axis=0)
+            both = ops.concatenate([y[0], backward], axis=-1)  # [S, B, 2H]
+            both = ops.transpose(both, (1, 0, 2))[:, 1 : padded_tokens + 1]
+            results.append(both * token_mask)
+        return results
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(options=self.options.to_dict(), weights_trainable=self.weights_trainable)
         return config
+
+
+def _lstm_cell(o: ELMoOptions, z, c, proj):
+    """TensorFlow's `LSTMCell` update from the gate pre-activations z [..., 4C]:
+    returns the new cell and output (projected and clipped) before masking."""
+    i, j, f, g = ops.split(z, 4, axis=-1)
+    c_new = ops.sigmoid(f + 1.0) * c + ops.sigmoid(i) * ops.tanh(j)
+    if o.cell_clip is not None:
+        c_new = ops.clip(c_new, -o.cell_clip, o.cell_clip)
+    h_new = ops.sigmoid(g) * ops.tanh(c_new)
+    if proj is not None:
+        h_new = ops.matmul(h_new, proj)
+        if o.proj_clip is not None:
+            h_new = ops.clip(h_new, -o.proj_clip, o.proj_clip)
+    return c_new, h_new

@@ -6,12 +6,17 @@ character positions -> activation -> highway layers -> linear projection => [...
 
 from __future__ import annotations
 
+import collections
+import hashlib
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_elmo.chars import boundary_char_ids
 from keras_elmo.options import ELMoOptions
+from keras_elmo.recurrence import bucket, compile_function
 
 
 @keras.saving.register_keras_serializable(package="keras_elmo")
@@ -63,26 +68,112 @@ class CharEncoder(keras.layers.Layer):
         self.built = True
 
     def call(self, ids):
+        return self._encode(self._weight_tree(), ids)
+
+    def _weight_tree(self, values: bool = False) -> dict[str, Any]:
+        """The weights as a nested structure: the variables, or (`values=True`) their
+        current values as plain tensors, which a compiled function takes as arguments."""
+        get = (lambda v: v.value) if values else (lambda v: v)
+        return {
+            "char_embed": get(self.char_embed),
+            "cnn": [(get(k), get(b)) for k, b in zip(self.cnn_kernels, self.cnn_biases)],
+            "highways": [tuple(get(v) for v in weights) for weights in self.highways],
+            "proj": (get(self.proj_kernel), get(self.proj_bias)) if self.options.use_char_projection else (),
+        }
+
+    def _encode(self, weights: dict[str, Any], ids):
         o = self.options
+        dtype = self.compute_dtype
         lead = ops.shape(ids)[:-1]
         ids = ops.reshape(ids, (-1, o.max_characters_per_token))
         # Row 0 is the padding token's character: zeros, not a weight.
-        table = ops.pad(ops.cast(self.char_embed, self.compute_dtype), ((1, 0), (0, 0)))
+        table = ops.pad(ops.cast(weights["char_embed"], dtype), ((1, 0), (0, 0)))
         chars = ops.take(table, ops.cast(ids, "int32"), axis=0)  # [n, 50, dim]
         act = ops.relu if o.activation == "relu" else ops.tanh
         pooled = []
-        for kernel, bias in zip(self.cnn_kernels, self.cnn_biases):
-            conv = ops.conv(chars, ops.cast(kernel, self.compute_dtype), padding="valid")
+        for kernel, bias in weights["cnn"]:
+            conv = ops.conv(chars, ops.cast(kernel, dtype), padding="valid")
             # bilm-tf adds the bias before the max; a constant commutes with it.
-            pooled.append(act(ops.max(conv, axis=1) + ops.cast(bias, self.compute_dtype)))
+            pooled.append(act(ops.max(conv, axis=1) + ops.cast(bias, dtype)))
         x = ops.concatenate(pooled, axis=-1)
-        for w_c, b_c, w_t, b_t in self.highways:
+        for w_c, b_c, w_t, b_t in weights["highways"]:
             carry = ops.sigmoid(ops.matmul(x, ops.cast(w_c, x.dtype)) + ops.cast(b_c, x.dtype))
             transform = ops.relu(ops.matmul(x, ops.cast(w_t, x.dtype)) + ops.cast(b_t, x.dtype))
             x = carry * transform + (1.0 - carry) * x
-        if o.use_char_projection:
-            x = ops.matmul(x, ops.cast(self.proj_kernel, x.dtype)) + ops.cast(self.proj_bias, x.dtype)
+        if weights["proj"]:
+            kernel, bias = weights["proj"]
+            x = ops.matmul(x, ops.cast(kernel, x.dtype)) + ops.cast(bias, x.dtype)
         return ops.reshape(x, (*lead, o.projection_dim))
+
+    # ------------------------------------------------------------------ inference path
+    #: Most distinct tokens per call of the compiled encoder: bounds the memory of
+    #: the convolution outputs (about 180 KB per token for the original model).
+    MAX_TOKENS_PER_CALL = 256
+
+    def encode_unique(self, ids: np.ndarray, cache: "TokenEmbeddingCache | None" = None):
+        """Embeds every distinct token of a batch once (the padding token as zeros).
+
+        Args:
+            ids: numpy character ids [batch, T, max_chars].
+            cache: an optional `TokenEmbeddingCache` of earlier tokens.
+
+        Returns:
+            `(table, index, rows)`: `table` [n, P] (a backend tensor) holds one row per
+            distinct token, `index` (numpy int32 [batch, T]) the row of each position,
+            and `rows` the rows of the padding token, `<S>` and `</S>`.
+        """
+        width = self.options.max_characters_per_token
+        special = np.concatenate([np.zeros((1, width), np.int32), boundary_char_ids(width)])
+        tokens, inverse = unique_rows(np.concatenate([special, ids.reshape(-1, width)]))
+        rows = tuple(int(r) for r in inverse[:3])
+        index = inverse[3:].reshape(ids.shape[:-1]).astype(np.int32)
+        if cache is None:
+            return self._encode_compiled(tokens), index, rows
+        cache.check_weights(self._fingerprint())
+        found, missing = cache.lookup(tokens)
+        table = np.empty((len(tokens), self.options.projection_dim), dtype=self.compute_dtype)
+        for i, vector in found.items():
+            table[i] = vector
+        if missing:
+            computed = ops.convert_to_numpy(self._encode_compiled(tokens[missing]))
+            table[missing] = computed
+            cache.insert(tokens[missing], computed)
+        return ops.convert_to_tensor(table), index, rows
+
+    def _encode_compiled(self, tokens: np.ndarray):
+        """Token embeddings [n, P] of character ids [n, max_chars]; all-zero ids give zeros.
+
+        Runs the compiled encoder on chunks of at most `MAX_TOKENS_PER_CALL` tokens,
+        each padded to a `bucket` size (so few shapes are ever compiled).
+        """
+        if self._compiled_encode is None:
+            def encode(weights, ids):
+                real = ops.any(ops.not_equal(ids, 0), axis=-1)[:, None]
+                x = self._encode(weights, ids)
+                return ops.where(real, x, ops.zeros_like(x))
+
+            self._compiled_encode = compile_function(encode)
+        weights = self._weight_tree(values=True)
+        parts = []
+        for start in range(0, len(tokens), self.MAX_TOKENS_PER_CALL):
+            chunk = tokens[start : start + self.MAX_TOKENS_PER_CALL]
+            padded = np.zeros((bucket(len(chunk), minimum=8), chunk.shape[1]), np.int32)
+            padded[: len(chunk)] = chunk
+            parts.append(self._compiled_encode(weights, ops.convert_to_tensor(padded))[: len(chunk)])
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+    _compiled_encode = None
+
+    def _fingerprint(self) -> str:
+        """A digest of the small weights and a strided sample of the large ones: it
+        changes when the weights are replaced (`set_weights`, `load_weights`, ...)."""
+        digest = hashlib.sha1()
+        for weight in self.weights:
+            value = weight.value
+            if len(weight.shape) >= 2 and np.prod(weight.shape) > 4096:
+                value = value[tuple(slice(None, None, max(1, n // 8)) for n in weight.shape)]
+            digest.update(np.ascontiguousarray(ops.convert_to_numpy(value)).tobytes())
+        return digest.hexdigest()
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.options.projection_dim)
@@ -91,3 +182,58 @@ class CharEncoder(keras.layers.Layer):
         config = super().get_config()
         config.update(options=self.options.to_dict(), weights_trainable=self.weights_trainable)
         return config
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of an int array [n, width] and, for each row, its index among them."""
+    rows = np.ascontiguousarray(rows, dtype=np.int32)
+    keys = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return rows[first], inverse.reshape(-1)
+
+
+class TokenEmbeddingCache:
+    """A bounded least-recently-used map from a token's character ids to its embedding.
+
+    Used by `CharEncoder.encode_unique` when the ELMo layer is built with
+    `token_cache_size > 0`. It empties itself when the encoder's weights change
+    (checked with a cheap fingerprint on every call).
+    """
+
+    def __init__(self, max_size: int):
+        self.max_size = int(max_size)
+        self._data: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+        self._fingerprint: str | None = None
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def check_weights(self, fingerprint: str) -> None:
+        if fingerprint != self._fingerprint:
+            self.clear()
+            self._fingerprint = fingerprint
+
+    def lookup(self, tokens: np.ndarray) -> tuple[dict[int, np.ndarray], list[int]]:
+        """({row: embedding} for cached rows of `tokens`, [rows to compute])."""
+        found, missing = {}, []
+        for i, row in enumerate(tokens):
+            key = row.tobytes()
+            vector = self._data.get(key)
+            if vector is None:
+                missing.append(i)
+            else:
+                self._data.move_to_end(key)
+                found[i] = vector
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def insert(self, tokens: np.ndarray, vectors: np.ndarray) -> None:
+        for row, vector in zip(tokens, vectors):
+            self._data[row.tobytes()] = vector
+        while len(self._data) > self.max_size:
+            self._data.popitem(last=False)

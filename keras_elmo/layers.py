@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_elmo import batching, chars
 from keras_elmo.bilstm import BiLSTM, State
-from keras_elmo.char_encoder import CharEncoder
+from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache
 from keras_elmo.options import ELMoOptions, OptionsLike, as_options
 from keras_elmo.scalar_mix import ScalarMix
 from keras_elmo.weights import assign_bilm_weights, read_bilm_weights
@@ -73,6 +73,7 @@ class _ELMoBase(keras.layers.Layer):
         output_mode: str = "elmo",
         stateful: bool = False,
         fine_tune_bilm: bool = False,
+        token_cache_size: int = 0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -100,6 +101,11 @@ class _ELMoBase(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self._state: State | None = None
+        if isinstance(token_cache_size, bool) or not isinstance(token_cache_size, int) or token_cache_size < 0:
+            raise ValueError(f"`token_cache_size` must be an integer >= 0, got {token_cache_size!r}.")
+        self.token_cache_size = token_cache_size
+        # Opt-in: embeddings of up to this many distinct tokens are kept between calls.
+        self._token_cache = TokenEmbeddingCache(token_cache_size) if token_cache_size else None
         self.build()
 
     # ------------------------------------------------------------------ construction
@@ -185,6 +191,8 @@ class _ELMoBase(keras.layers.Layer):
 
     def _forward(self, ids: Any, use_state: bool = True) -> dict[str, Any]:
         """All outputs for character ids [batch, T, max_chars]."""
+        if self._can_infer(ids):
+            return self._infer(ids, use_state)
         o = self.options
         dtype = self.compute_dtype
         mask = ops.any(ops.not_equal(ids, 0), axis=-1)
@@ -202,18 +210,53 @@ class _ELMoBase(keras.layers.Layer):
         lstm_outputs, final_state = self.bilstm(word_emb, lengths, boundary, initial_state=initial_state)
         if stateful:
             self._update_state(final_state, batch)
+        return self._outputs(word_emb, lstm_outputs, lengths)
+
+    def _outputs(self, word_emb: Any, lstm_outputs: list[Any], lengths: Any) -> dict[str, Any]:
+        """The output dict from the biLM's layers (the `ScalarMix` is applied here)."""
         if not self.fine_tune_bilm:
             word_emb = ops.stop_gradient(word_emb)
             lstm_outputs = [ops.stop_gradient(y) for y in lstm_outputs]
         elmo = self.scalar_mix([ops.concatenate([word_emb, word_emb], axis=-1), *lstm_outputs])
         # Mean over the real tokens only; an empty row averages to zeros, not NaN.
-        count = ops.cast(ops.maximum(lengths, 1), dtype)[:, None]
+        count = ops.cast(ops.maximum(lengths, 1), self.compute_dtype)[:, None]
         default = ops.sum(elmo, axis=1) / count
         outputs = {"word_emb": word_emb}
         for k, y in enumerate(lstm_outputs, start=1):
             outputs[f"lstm_outputs{k}"] = y
         outputs.update(elmo=elmo, default=default, sequence_len=lengths)
         return outputs
+
+    # ------------------------------------------------------------------ the inference path
+    def _can_infer(self, ids: Any) -> bool:
+        """Whether `_infer` may run: concrete ids (an eager call, not a traced function
+        or a symbolic tensor), a frozen biLM (nothing to differentiate) and float32."""
+        return (
+            not self.fine_tune_bilm
+            and self.compute_dtype == "float32"
+            and not _is_symbolic(ids)
+            and _executing_eagerly(ids)
+            and len(ids.shape) == 3
+            and int(ids.shape[0]) > 0
+            and int(ids.shape[1]) > 0
+        )
+
+    def _infer(self, ids: Any, use_state: bool) -> dict[str, Any]:
+        """`_forward` for concrete ids: each distinct token of the batch goes through
+        the character encoder once (and not at all when the opt-in token cache holds
+        it), and the biLM runs compiled (XLA on TensorFlow and JAX) on bucketed shapes.
+        The results equal `_forward`'s up to float32 rounding."""
+        ids = np.asarray(ops.convert_to_numpy(ids), dtype=np.int32)
+        batch = ids.shape[0]
+        lengths = np.count_nonzero(ids.any(axis=-1), axis=1)
+        table, index, rows = self.char_encoder.encode_unique(ids, self._token_cache)
+        stateful = self.stateful and use_state
+        initial_state = self._initial_state(batch) if stateful else None
+        lstm_outputs, final_state = self.bilstm.infer(table, index, lengths, rows, initial_state)
+        if stateful:
+            self._update_state(final_state, batch)
+        word_emb = ops.take(table, ops.convert_to_tensor(index), axis=0)  # the padding row is zeros
+        return self._outputs(word_emb, lstm_outputs, ops.convert_to_tensor(lengths.astype(np.int32)))
 
     def embed(
         self,
@@ -322,6 +365,7 @@ class _ELMoBase(keras.layers.Layer):
             output_mode=self.output_mode,
             stateful=self.stateful,
             fine_tune_bilm=self.fine_tune_bilm,
+            token_cache_size=self.token_cache_size,
         )
         return config
 

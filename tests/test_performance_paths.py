@@ -1,0 +1,225 @@
+"""The fast inference path gives the reference path's results.
+
+Eager calls of a frozen float32 layer run `_ELMoBase._infer`: distinct tokens once
+through the character encoder (optionally from a token-embedding cache), rows
+sorted by length, the biLSTM compiled (TensorFlow graph, JAX XLA) or fused
+(PyTorch) on bucketed shapes. Everything else (traced calls, fine-tuning) runs the
+plain Keras-ops path, which the fixture tests check against the original model.
+These tests compare the two paths on small random models, so they stay fast.
+"""
+
+import copy
+
+import keras
+import numpy as np
+import pytest
+
+import keras_elmo
+import numpy_reference as ref
+from keras_elmo.bilstm import BiLSTM
+from keras_elmo.char_encoder import TokenEmbeddingCache, unique_rows
+from keras_elmo.recurrence import bucket
+from keras_elmo.weights import assign_bilm_weights
+
+BACKEND = keras.backend.backend()
+BASE = {
+    "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4], [2, 8], [3, 8]], "n_highway": 1,
+                 "n_characters": 262, "max_characters_per_token": 50, "activation": "relu"},
+}
+
+
+def _variant(lstm=None, cnn=None):
+    options = copy.deepcopy(BASE)
+    options["lstm"].update(lstm or {})
+    options["char_cnn"].update(cnn or {})
+    return options
+
+
+VARIANTS = {
+    "skip-projection": BASE,
+    # No LSTM projection (P == cell), no clipping, no skip, tanh, no highway, 3 layers.
+    "plain": _variant({"dim": 8, "cell_clip": None, "proj_clip": None, "use_skip_connections": False,
+                       "n_layers": 3}, {"activation": "tanh", "n_highway": 0}),
+}
+WORDS = ["the", "cat", "sat", "on", "mat", "über", "日本", "a" * 55, "<S>", "</S>", ",", "x", "dog",
+         "ran", "far", "away", "Zipf"]
+TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+def _sentences(rng, n, max_len=30):
+    lengths = rng.integers(0, max_len + 1, size=n)
+    return [[WORDS[i] for i in rng.integers(0, len(WORDS), size=k)] for k in lengths]
+
+
+def _layer(options, seed=3, **kwargs):
+    layer = keras_elmo.ELMoLayer(options=options, output_mode="dict", **kwargs)
+    assign_bilm_weights(layer.char_encoder, layer.bilstm, ref.random_weights(options, seed))
+    return layer
+
+
+def _np(outputs):
+    return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+
+
+def _reference(layer, ids, monkeypatch):
+    """The layer's outputs through the plain Keras-ops path."""
+    with monkeypatch.context() as m:
+        m.setattr(layer, "_can_infer", lambda ids: False)
+        return _np(layer(ids))
+
+
+def _fast(layer, ids, monkeypatch):
+    """The layer's outputs, asserting that they came from the fast path."""
+    calls = []
+    infer = layer._infer
+    with monkeypatch.context() as m:
+        m.setattr(layer, "_infer", lambda *a: calls.append(1) or infer(*a))
+        out = _np(layer(ids))
+    assert calls, "the eager call did not take the fast path"
+    return out
+
+
+def _assert_close(got, want):
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], **TOL, err_msg=key)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("batch", [1, 3, 9, 40])
+def test_fast_path_equals_reference_path(variant, batch, monkeypatch):
+    layer = _layer(VARIANTS[variant])
+    rng = np.random.default_rng(batch)
+    ids = keras_elmo.char_ids(_sentences(rng, batch))
+    if not ids.shape[1]:
+        ids = keras_elmo.char_ids([["x"]] * batch)
+    fast = _fast(layer, ids, monkeypatch)
+    _assert_close(fast, _reference(layer, ids, monkeypatch))
+    lengths = (ids != 0).any(-1).sum(1)
+    for key in ("word_emb", "lstm_outputs1", "elmo"):
+        for row, n in enumerate(lengths):
+            assert not fast[key][row, n:].any(), "padding positions must be exactly 0"
+
+
+def test_fast_path_equals_numpy_reference(monkeypatch):
+    options = VARIANTS["skip-projection"]
+    layer = _layer(options, seed=5)
+    sentences = _sentences(np.random.default_rng(0), 7, max_len=20)
+    got = _fast(layer, keras_elmo.char_ids(sentences), monkeypatch)
+    want = ref.bilm_forward(ref.random_weights(options, 5), options, sentences)
+    for key in ("word_emb", "lstm_outputs1", "lstm_outputs2"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_long_sentence_many_chunks(monkeypatch):
+    layer = _layer(VARIANTS["skip-projection"])
+    rng = np.random.default_rng(1)
+    ids = keras_elmo.char_ids([[WORDS[i] for i in rng.integers(0, len(WORDS), 300)], ["a", "b"]])
+    _assert_close(_fast(layer, ids, monkeypatch), _reference(layer, ids, monkeypatch))
+
+
+def test_padding_and_row_order_do_not_matter(monkeypatch):
+    layer = _layer(VARIANTS["skip-projection"])
+    sentences = _sentences(np.random.default_rng(2), 11)
+    ids = keras_elmo.char_ids(sentences)
+    base = _fast(layer, ids, monkeypatch)
+    for pad in (1, 9, 40):  # also into other length buckets
+        padded = _fast(layer, np.pad(ids, ((0, 0), (0, pad), (0, 0))), monkeypatch)
+        for key in ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo"):
+            np.testing.assert_allclose(padded[key][:, : ids.shape[1]], base[key], **TOL)
+            assert not padded[key][:, ids.shape[1]:].any()
+    order = np.random.default_rng(3).permutation(len(sentences))
+    shuffled = _fast(layer, ids[order], monkeypatch)
+    for key in base:
+        np.testing.assert_allclose(shuffled[key], base[key][order], **TOL, err_msg=key)
+
+
+def test_stateful_fast_path_equals_reference_path(monkeypatch):
+    options = VARIANTS["skip-projection"]
+    fast, slow = _layer(options, stateful=True), _layer(options, stateful=True)
+    rng = np.random.default_rng(4)
+    for batch in (3, 5, 2, 4, 1):  # growing and shrinking batches
+        ids = keras_elmo.char_ids(_sentences(rng, batch, max_len=12))
+        if not ids.shape[1]:
+            continue
+        _assert_close(_fast(fast, ids, monkeypatch), _reference(slow, ids, monkeypatch))
+    for (c1, h1), (c2, h2) in zip(fast._state, slow._state):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(c1), keras.ops.convert_to_numpy(c2), **TOL)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(h1), keras.ops.convert_to_numpy(h2), **TOL)
+
+
+def test_token_cache_gives_the_same_outputs_and_stays_bounded(monkeypatch):
+    options = VARIANTS["skip-projection"]
+    cached, plain = _layer(options, token_cache_size=12), _layer(options)
+    assert cached.get_config()["token_cache_size"] == 12
+    assert keras_elmo.ELMoLayer.from_config(cached.get_config()).token_cache_size == 12
+    rng = np.random.default_rng(5)
+    batches = [keras_elmo.char_ids(_sentences(rng, 4, max_len=10) + [["x"]]) for _ in range(3)]
+    for ids in batches + batches:
+        _assert_close(_fast(cached, ids, monkeypatch), _fast(plain, ids, monkeypatch))
+        assert len(cached._token_cache) <= 12
+    assert cached._token_cache.hits > 0
+    # New weights empty the cache: the outputs follow the new weights.
+    new_weights = ref.random_weights(options, seed=9)
+    assign_bilm_weights(cached.char_encoder, cached.bilstm, new_weights)
+    fresh = _layer(options, seed=9)
+    _assert_close(_fast(cached, batches[0], monkeypatch), _fast(fresh, batches[0], monkeypatch))
+
+
+def test_token_cache_size_is_checked():
+    for bad in (-1, 1.5, True, "8"):
+        with pytest.raises(ValueError, match="token_cache_size"):
+            keras_elmo.ELMoLayer(options=BASE, token_cache_size=bad)
+
+
+def test_traced_and_fine_tuned_calls_use_the_reference_path(monkeypatch):
+    layer = _layer(BASE)
+    ids = keras_elmo.char_ids([["the", "cat"], ["a"]])
+    eager = _fast(layer, ids, monkeypatch)
+    assert not _layer(BASE, fine_tune_bilm=True)._can_infer(keras.ops.convert_to_tensor(ids))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        traced = _np(tf.function(layer)(tf.constant(ids)))
+    elif BACKEND == "jax":
+        import jax
+
+        traced = _np(jax.jit(layer)(ids))
+    else:
+        pytest.skip("PyTorch calls are always eager")
+    _assert_close(traced, eager)
+
+
+def test_unique_rows():
+    rows = np.random.default_rng(0).integers(0, 3, size=(200, 5)).astype(np.int32)
+    unique, inverse = unique_rows(rows)
+    assert len(unique) == len({r.tobytes() for r in rows})
+    np.testing.assert_array_equal(unique[inverse], rows)
+
+
+def test_bucket_ladder():
+    sizes = {bucket(n) for n in range(1, 1025)}
+    assert len(sizes) <= 20
+    for n in range(1, 1025):
+        b = bucket(n)
+        assert b >= n and bucket(b) == b and (n < 2 or b <= 1.5 * n)
+    assert bucket(3, minimum=8) == 8
+    for padded in (1, 2, 3, 6, 32, 48):
+        sizes = BiLSTM._row_sizes(padded)
+        assert sizes[-1] == padded and sorted(sizes) == sizes
+
+
+def test_token_embedding_cache_is_lru():
+    cache = TokenEmbeddingCache(2)
+    tokens = np.arange(6, dtype=np.int32).reshape(3, 2)
+    cache.check_weights("w")
+    cache.insert(tokens[:2], np.eye(2, dtype=np.float32))
+    found, missing = cache.lookup(tokens[[0]])  # row 0 becomes the most recent
+    assert list(found) == [0] and missing == []
+    cache.insert(tokens[2:], np.ones((1, 2), np.float32))  # evicts row 1
+    found, missing = cache.lookup(tokens)
+    assert sorted(found) == [0, 2] and missing == [1] and len(cache) == 2
+    cache.check_weights("other")
+    assert len(cache) == 0
