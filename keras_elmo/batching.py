@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from keras_elmo import chars
+from keras_elmo.recurrence import bucket_floor
 
 if TYPE_CHECKING:
     from keras_elmo.layers import _ELMoBase
@@ -24,6 +25,8 @@ def length_batches(
     and cut into batches whose padded size `rows * longest` stays within
     `max_tokens_per_batch` (a longer sentence gets a batch of its own), so memory
     is bounded by the budget rather than by the longest sentence times the batch.
+    Full batches have a row count on the `recurrence.bucket` ladder, which the
+    compiled backends pad batches to: no rows are computed only to be dropped.
     """
     if max_tokens_per_batch < 1 or max_batch_size < 1:
         raise ValueError(
@@ -31,15 +34,16 @@ def length_batches(
             f"{max_tokens_per_batch} and {max_batch_size}."
         )
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    batches, current, longest = [], [], 0
+    batches, current = [], []
     for index in order:
-        n = max(int(lengths[index]), 1)
-        rows = len(current) + 1
-        if current and (rows > max_batch_size or rows * max(longest, n) > max_tokens_per_batch):
-            batches.append(np.asarray(current))
-            current, longest = [], 0
+        n = max(int(lengths[index]), 1)  # ascending: the longest of the batch so far
+        limit = max(1, min(max_batch_size, max_tokens_per_batch // n))
+        while current and len(current) + 1 > limit:
+            # Close a batch of a ladder size; the rest (no longer) go on with this one.
+            cut = bucket_floor(len(current))
+            batches.append(np.asarray(current[:cut]))
+            current = current[cut:]
         current.append(int(index))
-        longest = max(longest, n)
     if current:
         batches.append(np.asarray(current))
     return batches

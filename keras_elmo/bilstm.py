@@ -16,6 +16,7 @@ padded sequence then makes equivalent to `tf.reverse_sequence`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -23,7 +24,8 @@ import numpy as np
 from keras import ops
 
 from keras_elmo.options import ELMoOptions
-from keras_elmo.recurrence import bucket, compile_function, scan, torch_lstm_layer, while_chunks
+from keras_elmo.recurrence import bucket, compiled, scan, torch_lstm_layer, while_chunks
+from keras_elmo.weights import initializer_for
 
 #: LSTM state: for each layer, (c [2, batch, cell_dim], h [2, batch, output_dim]),
 #: direction 0 forward, 1 backward.
@@ -62,8 +64,9 @@ class BiLSTM(keras.layers.Layer):
             width = o.projection_dim if layer == 0 else out
 
             def weight(name: str, shape: tuple[int, ...], init: str = "glorot_uniform"):
+                name = f"{name}_{layer}"
                 return self.add_weight(
-                    name=f"{name}_{layer}", shape=shape, initializer=init,
+                    name=name, shape=shape, initializer=initializer_for("bilstm", name, init),
                     trainable=self.weights_trainable,
                 )
 
@@ -152,10 +155,12 @@ class BiLSTM(keras.layers.Layer):
         return step
 
     # ------------------------------------------------------------------ inference path
-    #: Time steps per iteration of the compiled loop: their input-to-gate products
-    #: are one matrix product, computed just before they are needed, so memory holds
-    #: the gates of CHUNK steps rather than of the whole sequence.
+    #: Time steps per iteration of the loop: their input-to-gate products are one
+    #: matrix product, computed just before they are needed, so memory holds the
+    #: gates of a chunk rather than of the whole sequence. Large batches use
+    #: shorter chunks, so that a chunk's gates stay within GATE_ROWS rows.
     CHUNK = 8
+    GATE_ROWS = 512
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model, compiled and bucketed.
@@ -182,8 +187,12 @@ class BiLSTM(keras.layers.Layer):
         batch, steps = index.shape
         pad, bos, eos = rows
         lengths = np.asarray(lengths, dtype=np.int64)
-        padded_rows = bucket(batch)
-        padded_steps = bucket(-(-(steps + 2) // self.CHUNK)) * self.CHUNK  # <S> tokens </S>
+        eager = keras.backend.backend() == "torch"  # nothing compiled: no shapes to bucket
+        padded_rows = batch if eager else bucket(batch)
+        k = max(1, min(self.CHUNK, self.GATE_ROWS // padded_rows))
+        k = 1 << (k.bit_length() - 1)  # a power of two: few compiled variants
+        chunks = -(-(steps + 2) // k)  # <S> tokens </S>
+        padded_steps = (chunks if eager else bucket(chunks)) * k
 
         order = np.argsort(-lengths, kind="stable")  # longest first
         inverse = np.argsort(order)
@@ -203,7 +212,7 @@ class BiLSTM(keras.layers.Layer):
         x = ops.take(table, ops.convert_to_tensor(np.stack([forward, backward]), "int32"), axis=0)
         # Rows still running at the start of each chunk, as a branch: sizes[branch] >= running.
         sizes = self._row_sizes(padded_rows)
-        running = inside[:: self.CHUNK].sum(axis=1)
+        running = inside[::k].sum(axis=1)
         branch = np.searchsorted(sizes, running).astype(np.int32)
         n_chunks = int(np.count_nonzero(running))
 
@@ -219,24 +228,12 @@ class BiLSTM(keras.layers.Layer):
             ]
         perm_t = ops.convert_to_tensor(perm)
         lengths_t = ops.convert_to_tensor(full - 2, "int32")
-        if keras.backend.backend() == "torch":
-            outputs, final = [], []
-            o = self.options
-            for layer, kernels in enumerate(self._weight_values()):
-                kernels = (*kernels, None) if len(kernels) == 3 else kernels
-                carry, y = torch_lstm_layer(
-                    x, kernels, state[layer], inside.sum(axis=1).tolist(), self.CHUNK, o.cell_clip, o.proj_clip
-                )
-                if o.use_skip_connections and layer > 0:
-                    y = y + x
-                final.append(carry)
-                outputs.append(y)
-                x = y
+        if eager:
+            outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist(), k)
             outputs = self._assemble(outputs, perm_t, lengths_t)
         else:
-            if self._compiled_infer is None:
-                self._compiled_infer = compile_function(self._infer_fn)
-            outputs, final = self._compiled_infer(
+            infer_fn = compiled(("bilstm", self.options, k), functools.partial(_infer_fn, self.options, k))
+            outputs, final = infer_fn(
                 self._weight_values(),
                 x,
                 ops.convert_to_tensor(inside),
@@ -252,7 +249,22 @@ class BiLSTM(keras.layers.Layer):
         final = [tuple(ops.take(s, inverse, axis=1) for s in pair) for pair in final]
         return outputs, final
 
-    _compiled_infer = None
+    def _run_torch(self, x, state: State, running: list[int], chunk: int):
+        """The layers on PyTorch (`torch_lstm_layer`): outputs [2, S, B, H] per layer and
+        the final state, in each row's own time."""
+        o = self.options
+        outputs, final = [], []
+        for layer, kernels in enumerate(self._weight_values()):
+            kernels = tuple(ops.cast(w, x.dtype) for w in kernels)
+            if not o.use_lstm_projection:
+                kernels = (*kernels, None)
+            carry, y = torch_lstm_layer(x, kernels, state[layer], running, chunk, o.cell_clip, o.proj_clip)
+            if o.use_skip_connections and layer > 0:
+                y = y + x
+            final.append(carry)
+            outputs.append(y)
+            x = y
+        return outputs, final
 
     @staticmethod
     def _row_sizes(padded_rows: int) -> list[int]:
@@ -273,65 +285,6 @@ class BiLSTM(keras.layers.Layer):
                 group.append(self.proj_kernels[layer])
             values.append(tuple(v.value for v in group))
         return values
-
-    def _infer_fn(self, weights, x, inside, perm, lengths, branch, n_chunks, state):
-        """The compiled body of `infer`.
-
-        x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
-        inside [S, B]: the steps within each row; perm [S, B]: the per-row
-        reversal; lengths [B]; branch [S / CHUNK]: the row block of each chunk.
-        """
-        o = self.options
-        k = self.CHUNK
-        dtype = x.dtype
-        _, padded_steps, padded_rows, _ = x.shape
-        sizes = self._row_sizes(padded_rows)
-        outputs, final = [], []
-        for layer, (w_in, w_rec, bias, *proj) in enumerate(weights):
-            w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
-            proj = ops.cast(proj[0], dtype) if proj else None
-            x_in, width = x, x.shape[-1]
-
-            def run_chunk(rows, start, c_all, h_all):
-                """Steps start .. start + k - 1 of the first `rows` rows (the others have ended)."""
-                c, h = c_all[:, :rows], h_all[:, :rows]
-                x_chunk = ops.slice(x_in, (0, start, 0, 0), (2, k, rows, width))
-                mask = ops.slice(inside, (start, 0), (k, rows))
-                gates = ops.einsum("dtbi,dio->dtbo", x_chunk, w_in) + bias[:, None, None, :]
-                ys = []
-                for step in range(k):
-                    m = mask[step][None, :, None]
-                    c_new, h_new = _lstm_cell(o, gates[:, step] + ops.matmul(h, w_rec), c, proj)
-                    c = ops.where(m, c_new, c)
-                    h = ops.where(m, h_new, h)
-                    ys.append(ops.where(m, h_new, ops.zeros_like(h_new)))
-                y_chunk = ops.stack(ys, axis=1)  # [2, k, rows, H]
-                if o.use_skip_connections and layer > 0:
-                    y_chunk = y_chunk + x_chunk
-                if rows < padded_rows:
-                    c = ops.concatenate([c, c_all[:, rows:]], axis=1)
-                    h = ops.concatenate([h, h_all[:, rows:]], axis=1)
-                    y_chunk = ops.pad(y_chunk, ((0, 0), (0, 0), (0, padded_rows - rows), (0, 0)))
-                return c, h, y_chunk
-
-            def chunk(i, carry):
-                c_all, h_all, y = carry
-                start = i * k
-                c_all, h_all, y_chunk = ops.switch(
-                    branch[i],
-                    [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
-                    c_all,
-                    h_all,
-                )
-                return c_all, h_all, ops.slice_update(y, (0, start, 0, 0), y_chunk)
-
-            y = ops.zeros((2, padded_steps, padded_rows, self.output_dim), dtype)
-            c_all, h_all, y = while_chunks(chunk, n_chunks, (*state[layer], y))
-            final.append((c_all, h_all))
-            outputs.append(y)
-            x = y
-
-        return self._assemble(outputs, perm, lengths), final
 
     @staticmethod
     def _assemble(outputs, perm, lengths):
@@ -355,7 +308,79 @@ class BiLSTM(keras.layers.Layer):
         return config
 
 
-def _lstm_cell(o: ELMoOptions, z, c, proj):
+def _per_direction_matmul(x, w):
+    """`ops.matmul(x, w)` for x [2, rows, in], w [2, in, out] as two plain products.
+    TensorFlow's (oneDNN's) batched product takes twice as long for a few rows."""
+    return ops.stack([ops.matmul(x[0], w[0]), ops.matmul(x[1], w[1])])
+
+
+def _infer_fn(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
+    """The compiled body of `BiLSTM.infer`, for options `o` and chunks of `k` steps.
+
+    x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
+    inside [S, B]: the steps within each row; perm [S, B]: the per-row
+    reversal; lengths [B]; branch [S / k]: the row block of each chunk.
+    """
+    dtype = x.dtype
+    _, padded_steps, padded_rows, _ = x.shape
+    out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
+    sizes = BiLSTM._row_sizes(padded_rows)
+    small_rows = 8 if keras.backend.backend() == "tensorflow" else 0
+    outputs, final = [], []
+    for layer, (w_in, w_rec, bias, *proj) in enumerate(weights):
+        w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
+        proj = ops.cast(proj[0], dtype) if proj else None
+        x_in, width = x, x.shape[-1]
+
+        def run_chunk(rows, start, c_all, h_all):
+            """Steps start .. start + k - 1 of the first `rows` rows (the others have ended)."""
+            c, h = c_all[:, :rows], h_all[:, :rows]
+            x_chunk = ops.slice(x_in, (0, start, 0, 0), (2, k, rows, width))
+            mask = ops.slice(inside, (start, 0), (k, rows))
+            gates = ops.einsum("dtbi,dio->dtbo", x_chunk, w_in) + bias[:, None, None, :]
+            matmul = _per_direction_matmul if rows <= small_rows else ops.matmul
+
+            def one_step(step, carry):
+                c, h, y_chunk = carry
+                m = ops.take(mask, step, axis=0)[None, :, None]
+                z = ops.take(gates, step, axis=1) + matmul(h, w_rec)
+                c_new, h_new = _lstm_cell(o, z, c, proj, matmul)
+                y_new = ops.where(m, h_new, ops.zeros_like(h_new))[:, None]
+                y_chunk = ops.slice_update(y_chunk, (0, step, 0, 0), y_new)
+                return ops.where(m, c_new, c), ops.where(m, h_new, h), y_chunk
+
+            # A loop, not k unrolled steps: as fast, and half the compile time.
+            y_chunk = ops.zeros((2, k, rows, out_dim), dtype)
+            c, h, y_chunk = ops.fori_loop(0, k, one_step, (c, h, y_chunk))
+            if o.use_skip_connections and layer > 0:
+                y_chunk = y_chunk + x_chunk
+            if rows < padded_rows:
+                c = ops.concatenate([c, c_all[:, rows:]], axis=1)
+                h = ops.concatenate([h, h_all[:, rows:]], axis=1)
+                y_chunk = ops.pad(y_chunk, ((0, 0), (0, 0), (0, padded_rows - rows), (0, 0)))
+            return c, h, y_chunk
+
+        def chunk(i, carry):
+            c_all, h_all, y = carry
+            start = i * k
+            c_all, h_all, y_chunk = ops.switch(
+                branch[i],
+                [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
+                c_all,
+                h_all,
+            )
+            return c_all, h_all, ops.slice_update(y, (0, start, 0, 0), y_chunk)
+
+        y = ops.zeros((2, padded_steps, padded_rows, out_dim), dtype)
+        c_all, h_all, y = while_chunks(chunk, n_chunks, (*state[layer], y))
+        final.append((c_all, h_all))
+        outputs.append(y)
+        x = y
+
+    return BiLSTM._assemble(outputs, perm, lengths), final
+
+
+def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul):
     """TensorFlow's `LSTMCell` update from the gate pre-activations z [..., 4C]:
     returns the new cell and output (projected and clipped) before masking."""
     i, j, f, g = ops.split(z, 4, axis=-1)
@@ -364,7 +389,7 @@ def _lstm_cell(o: ELMoOptions, z, c, proj):
         c_new = ops.clip(c_new, -o.cell_clip, o.cell_clip)
     h_new = ops.sigmoid(g) * ops.tanh(c_new)
     if proj is not None:
-        h_new = ops.matmul(h_new, proj)
+        h_new = matmul(h_new, proj)
         if o.proj_clip is not None:
             h_new = ops.clip(h_new, -o.proj_clip, o.proj_clip)
     return c_new, h_new

@@ -7,6 +7,7 @@ character positions -> activation -> highway layers -> linear projection => [...
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 from typing import Any
 
@@ -16,7 +17,8 @@ from keras import ops
 
 from keras_elmo.chars import boundary_char_ids
 from keras_elmo.options import ELMoOptions
-from keras_elmo.recurrence import bucket, compile_function
+from keras_elmo.recurrence import bucket, compiled
+from keras_elmo.weights import initializer_for
 
 
 @keras.saving.register_keras_serializable(package="keras_elmo")
@@ -44,6 +46,7 @@ class CharEncoder(keras.layers.Layer):
         frozen = self.weights_trainable
 
         def weight(name: str, shape: tuple[int, ...], init: str = "glorot_uniform"):
+            init = initializer_for("char_encoder", name, init)  # from_files: the file's values
             return self.add_weight(name=name, shape=shape, initializer=init, trainable=frozen)
 
         self.char_embed = weight("char_embed", (261, o.char_embedding_dim), "random_uniform")
@@ -68,7 +71,7 @@ class CharEncoder(keras.layers.Layer):
         self.built = True
 
     def call(self, ids):
-        return self._encode(self._weight_tree(), ids)
+        return encode_chars(self.options, self.compute_dtype, self._weight_tree(), ids)
 
     def _weight_tree(self, values: bool = False) -> dict[str, Any]:
         """The weights as a nested structure: the variables, or (`values=True`) their
@@ -80,30 +83,6 @@ class CharEncoder(keras.layers.Layer):
             "highways": [tuple(get(v) for v in weights) for weights in self.highways],
             "proj": (get(self.proj_kernel), get(self.proj_bias)) if self.options.use_char_projection else (),
         }
-
-    def _encode(self, weights: dict[str, Any], ids):
-        o = self.options
-        dtype = self.compute_dtype
-        lead = ops.shape(ids)[:-1]
-        ids = ops.reshape(ids, (-1, o.max_characters_per_token))
-        # Row 0 is the padding token's character: zeros, not a weight.
-        table = ops.pad(ops.cast(weights["char_embed"], dtype), ((1, 0), (0, 0)))
-        chars = ops.take(table, ops.cast(ids, "int32"), axis=0)  # [n, 50, dim]
-        act = ops.relu if o.activation == "relu" else ops.tanh
-        pooled = []
-        for kernel, bias in weights["cnn"]:
-            conv = ops.conv(chars, ops.cast(kernel, dtype), padding="valid")
-            # bilm-tf adds the bias before the max; a constant commutes with it.
-            pooled.append(act(ops.max(conv, axis=1) + ops.cast(bias, dtype)))
-        x = ops.concatenate(pooled, axis=-1)
-        for w_c, b_c, w_t, b_t in weights["highways"]:
-            carry = ops.sigmoid(ops.matmul(x, ops.cast(w_c, x.dtype)) + ops.cast(b_c, x.dtype))
-            transform = ops.relu(ops.matmul(x, ops.cast(w_t, x.dtype)) + ops.cast(b_t, x.dtype))
-            x = carry * transform + (1.0 - carry) * x
-        if weights["proj"]:
-            kernel, bias = weights["proj"]
-            x = ops.matmul(x, ops.cast(kernel, x.dtype)) + ops.cast(bias, x.dtype)
-        return ops.reshape(x, (*lead, o.projection_dim))
 
     # ------------------------------------------------------------------ inference path
     #: Most distinct tokens per call of the compiled encoder: bounds the memory of
@@ -131,14 +110,15 @@ class CharEncoder(keras.layers.Layer):
             return self._encode_compiled(tokens), index, rows
         cache.check_weights(self._fingerprint())
         found, missing = cache.lookup(tokens)
-        table = np.empty((len(tokens), self.options.projection_dim), dtype=self.compute_dtype)
+        # float32 holds every compute dtype's values exactly (numpy has no bfloat16).
+        table = np.empty((len(tokens), self.options.projection_dim), dtype=np.float32)
         for i, vector in found.items():
             table[i] = vector
         if missing:
-            computed = ops.convert_to_numpy(self._encode_compiled(tokens[missing]))
+            computed = ops.convert_to_numpy(ops.cast(self._encode_compiled(tokens[missing]), "float32"))
             table[missing] = computed
             cache.insert(tokens[missing], computed)
-        return ops.convert_to_tensor(table), index, rows
+        return ops.cast(ops.convert_to_tensor(table), self.compute_dtype), index, rows
 
     def _encode_compiled(self, tokens: np.ndarray):
         """Token embeddings [n, P] of character ids [n, max_chars]; all-zero ids give zeros.
@@ -146,23 +126,16 @@ class CharEncoder(keras.layers.Layer):
         Runs the compiled encoder on chunks of at most `MAX_TOKENS_PER_CALL` tokens,
         each padded to a `bucket` size (so few shapes are ever compiled).
         """
-        if self._compiled_encode is None:
-            def encode(weights, ids):
-                real = ops.any(ops.not_equal(ids, 0), axis=-1)[:, None]
-                x = self._encode(weights, ids)
-                return ops.where(real, x, ops.zeros_like(x))
-
-            self._compiled_encode = compile_function(encode)
+        key = ("char_encoder", self.options, self.compute_dtype)
+        encode = compiled(key, functools.partial(_encode_tokens, self.options, self.compute_dtype))
         weights = self._weight_tree(values=True)
         parts = []
         for start in range(0, len(tokens), self.MAX_TOKENS_PER_CALL):
             chunk = tokens[start : start + self.MAX_TOKENS_PER_CALL]
             padded = np.zeros((bucket(len(chunk), minimum=8), chunk.shape[1]), np.int32)
             padded[: len(chunk)] = chunk
-            parts.append(self._compiled_encode(weights, ops.convert_to_tensor(padded))[: len(chunk)])
+            parts.append(encode(weights, ops.convert_to_tensor(padded))[: len(chunk)])
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
-
-    _compiled_encode = None
 
     def _fingerprint(self) -> str:
         """A digest of the small weights and a strided sample of the large ones: it
@@ -182,6 +155,38 @@ class CharEncoder(keras.layers.Layer):
         config = super().get_config()
         config.update(options=self.options.to_dict(), weights_trainable=self.weights_trainable)
         return config
+
+
+def encode_chars(o: ELMoOptions, dtype: str, weights: dict[str, Any], ids):
+    """The encoder's computation: character ids [..., max_chars] -> [..., P] in `dtype`,
+    with the weights given as `CharEncoder._weight_tree` gives them."""
+    lead = ops.shape(ids)[:-1]
+    ids = ops.reshape(ids, (-1, o.max_characters_per_token))
+    # Row 0 is the padding token's character: zeros, not a weight.
+    table = ops.pad(ops.cast(weights["char_embed"], dtype), ((1, 0), (0, 0)))
+    chars = ops.take(table, ops.cast(ids, "int32"), axis=0)  # [n, 50, dim]
+    act = ops.relu if o.activation == "relu" else ops.tanh
+    pooled = []
+    for kernel, bias in weights["cnn"]:
+        conv = ops.conv(chars, ops.cast(kernel, dtype), padding="valid")
+        # bilm-tf adds the bias before the max; a constant commutes with it.
+        pooled.append(act(ops.max(conv, axis=1) + ops.cast(bias, dtype)))
+    x = ops.concatenate(pooled, axis=-1)
+    for w_c, b_c, w_t, b_t in weights["highways"]:
+        carry = ops.sigmoid(ops.matmul(x, ops.cast(w_c, x.dtype)) + ops.cast(b_c, x.dtype))
+        transform = ops.relu(ops.matmul(x, ops.cast(w_t, x.dtype)) + ops.cast(b_t, x.dtype))
+        x = carry * transform + (1.0 - carry) * x
+    if weights["proj"]:
+        kernel, bias = weights["proj"]
+        x = ops.matmul(x, ops.cast(kernel, x.dtype)) + ops.cast(bias, x.dtype)
+    return ops.reshape(x, (*lead, o.projection_dim))
+
+
+def _encode_tokens(o: ELMoOptions, dtype: str, weights: dict[str, Any], ids):
+    """`encode_chars` on ids [n, max_chars], with zeros for the all-zero (padding) rows."""
+    real = ops.any(ops.not_equal(ids, 0), axis=-1)[:, None]
+    x = encode_chars(o, dtype, weights, ids)
+    return ops.where(real, x, ops.zeros_like(x))
 
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,6 +239,6 @@ class TokenEmbeddingCache:
 
     def insert(self, tokens: np.ndarray, vectors: np.ndarray) -> None:
         for row, vector in zip(tokens, vectors):
-            self._data[row.tobytes()] = vector
+            self._data[row.tobytes()] = vector.copy()  # not a view that keeps `vectors` alive
         while len(self._data) > self.max_size:
             self._data.popitem(last=False)

@@ -20,7 +20,7 @@ from keras_elmo.bilstm import BiLSTM, State
 from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache
 from keras_elmo.options import ELMoOptions, OptionsLike, as_options
 from keras_elmo.scalar_mix import ScalarMix
-from keras_elmo.weights import assign_bilm_weights, read_bilm_weights
+from keras_elmo.weights import initial_bilm_values, open_bilm_weights
 
 OUTPUT_MODES = ("elmo", "default", "dict")
 
@@ -125,10 +125,10 @@ class _ELMoBase(keras.layers.Layer):
         `fine_tune_bilm`, `trainable`, `name`, `dtype`).
         """
         options = ELMoOptions.from_file(options_file)
-        arrays = read_bilm_weights(weight_file, options)
-        layer = cls(options=options, **kwargs)
-        assign_bilm_weights(layer.char_encoder, layer.bilstm, arrays)
-        return layer
+        # The file is checked before the model is built, and the variables are
+        # created from it one at a time: memory never holds the model twice.
+        with open_bilm_weights(weight_file, options) as f, initial_bilm_values(options, f):
+            return cls(options=options, **kwargs)
 
     @classmethod
     def from_preset(cls, name_or_dir: str | os.PathLike, **kwargs: Any) -> "_ELMoBase":
@@ -230,10 +230,10 @@ class _ELMoBase(keras.layers.Layer):
     # ------------------------------------------------------------------ the inference path
     def _can_infer(self, ids: Any) -> bool:
         """Whether `_infer` may run: concrete ids (an eager call, not a traced function
-        or a symbolic tensor), a frozen biLM (nothing to differentiate) and float32."""
+        or a symbolic tensor) and a frozen biLM (nothing to differentiate)."""
         return (
             not self.fine_tune_bilm
-            and self.compute_dtype == "float32"
+            and self.compute_dtype in ("float32", "bfloat16", "float16")
             and not _is_symbolic(ids)
             and _executing_eagerly(ids)
             and len(ids.shape) == 3

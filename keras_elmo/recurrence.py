@@ -79,6 +79,14 @@ def bucket(n: int, minimum: int = 1) -> int:
         power *= 2
 
 
+def bucket_floor(n: int) -> int:
+    """The largest size <= n on the `bucket` ladder (n >= 1)."""
+    size = 1
+    while bucket(size + 1) <= n:
+        size = bucket(size + 1)
+    return size
+
+
 def compile_function(fn: Callable) -> Callable:
     """`fn` compiled for the active backend: a graph on TensorFlow, XLA on JAX.
 
@@ -99,6 +107,22 @@ def compile_function(fn: Callable) -> Callable:
 
         return jax.jit(fn)
     return fn
+
+
+#: Compiled functions by key (the function's role, the model options, ...): shared by
+#: every layer of the same shape, so a new layer does not compile again.
+_COMPILED: dict[Any, Callable] = {}
+
+
+def compiled(key: Any, fn: Callable) -> Callable:
+    """`compile_function(fn)`, once per `key` and backend in this process.
+
+    `fn` must depend on nothing but `key` and its arguments (in particular not
+    on a layer instance, which the cache would then keep alive)."""
+    key = (keras.backend.backend(), key)
+    if key not in _COMPILED:
+        _COMPILED[key] = compile_function(fn)
+    return _COMPILED[key]
 
 
 def while_chunks(chunk_fn: Callable[[Any, Any], Any], n_chunks: Any, state: Any) -> Any:

@@ -8,10 +8,12 @@ This module knows nothing of downloads.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -62,8 +64,11 @@ def bilm_dataset_shapes(options: ELMoOptions) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def read_bilm_weights(weight_file: str | os.PathLike, options: ELMoOptions) -> dict[str, np.ndarray]:
-    """Reads and validates every dataset that `options` needs, as float32 arrays.
+@contextlib.contextmanager
+def open_bilm_weights(weight_file: str | os.PathLike, options: ELMoOptions) -> Iterator[h5py.File]:
+    """Opens an HDF5 weight file for reading after checking that every dataset the
+    options need is there with the right shape (from the file's metadata: nothing
+    is read yet). The file is closed on leaving the `with` block.
 
     Raises:
         FileNotFoundError: no such file.
@@ -74,7 +79,6 @@ def read_bilm_weights(weight_file: str | os.PathLike, options: ELMoOptions) -> d
     path = os.fspath(weight_file)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ELMo weight file not found: {path!r}.")
-    arrays = {}
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -83,50 +87,111 @@ def read_bilm_weights(weight_file: str | os.PathLike, options: ELMoOptions) -> d
         for name, shape in bilm_dataset_shapes(options).items():
             if name not in f or not isinstance(f[name], h5py.Dataset):
                 raise WeightFileError(f"{path}: missing dataset {name!r} (expected shape {shape}).")
-            array = f[name][...]
-            if name == "char_embed" and array.shape == (CHAR_EMBED_ROWS + 1, shape[1]):
-                array = array[1:]  # a copy that kept TensorFlow's zero padding row
-            if array.shape != shape:
+            found = f[name].shape
+            if name == "char_embed" and found == (CHAR_EMBED_ROWS + 1, shape[1]):
+                continue  # a copy that kept TensorFlow's zero padding row: `_read` drops it
+            if found != shape:
                 raise WeightFileError(
-                    f"{path}: dataset {name!r} has shape {array.shape}, but the options "
-                    f"need {shape}."
+                    f"{path}: dataset {name!r} has shape {found}, but the options need {shape}."
                 )
-            arrays[name] = array.astype(np.float32)
         extra = lstm_cell_prefix(0, options.n_layers)
         if extra in f:
             raise WeightFileError(
                 f"{path}: holds more LSTM layers than option 'lstm.n_layers' = "
                 f"{options.n_layers} (found {extra!r})."
             )
-    return arrays
+        yield f
 
 
-def assign_bilm_weights(
-    char_encoder: "CharEncoder", bilstm: "BiLSTM", arrays: dict[str, np.ndarray]
-) -> None:
-    """Copies arrays in the HDF5 layout into the two frozen sublayers."""
-    o = char_encoder.options
-    char_encoder.char_embed.assign(arrays["char_embed"])
+def _read(source: Any, name: str, rows: slice = slice(None)) -> np.ndarray:
+    """Dataset `name` of an open HDF5 file or a dict of arrays, as float32 (only
+    `rows` of it: HDF5 reads just those)."""
+    data = source[name]
+    if name == "char_embed" and data.shape[0] == CHAR_EMBED_ROWS + 1:
+        rows = slice(1, None)
+    return np.asarray(data[rows], dtype=np.float32)
+
+
+def read_bilm_weights(weight_file: str | os.PathLike, options: ELMoOptions) -> dict[str, np.ndarray]:
+    """Reads and validates every dataset that `options` needs, as float32 arrays.
+
+    Raises what `open_bilm_weights` raises. (`from_files` does not use this: it
+    assigns from the open file, one dataset at a time.)
+    """
+    with open_bilm_weights(weight_file, options) as f:
+        return {name: _read(f, name) for name in bilm_dataset_shapes(options)}
+
+
+def bilm_variable_values(options: ELMoOptions, arrays: Mapping[str, Any]) -> dict[str, Callable[[], np.ndarray]]:
+    """How each sublayer variable is read from the HDF5 layout: `"char_encoder/<name>"`
+    and `"bilstm/<name>"` -> a function that reads its value (float32) from `arrays`
+    (a dict of arrays or an open, checked HDF5 file). Reading is deferred so that
+    memory holds one variable's value at a time."""
+    o = options
+    values: dict[str, Callable[[], np.ndarray]] = {"char_encoder/char_embed": lambda: _read(arrays, "char_embed")}
     for k in range(len(o.filters)):
-        char_encoder.cnn_kernels[k].assign(arrays[f"CNN/W_cnn_{k}"][0])
-        char_encoder.cnn_biases[k].assign(arrays[f"CNN/b_cnn_{k}"])
-    for k, (w_c, b_c, w_t, b_t) in enumerate(char_encoder.highways):
-        w_c.assign(arrays[f"CNN_high_{k}/W_carry"])
-        b_c.assign(arrays[f"CNN_high_{k}/b_carry"])
-        w_t.assign(arrays[f"CNN_high_{k}/W_transform"])
-        b_t.assign(arrays[f"CNN_high_{k}/b_transform"])
+        values[f"char_encoder/cnn_kernel_{k}"] = lambda k=k: _read(arrays, f"CNN/W_cnn_{k}")[0]
+        values[f"char_encoder/cnn_bias_{k}"] = lambda k=k: _read(arrays, f"CNN/b_cnn_{k}")
+    for k in range(o.n_highway):
+        for part in ("carry", "transform"):
+            values[f"char_encoder/highway_{k}_{part}_kernel"] = lambda k=k, p=part: _read(arrays, f"CNN_high_{k}/W_{p}")
+            values[f"char_encoder/highway_{k}_{part}_bias"] = lambda k=k, p=part: _read(arrays, f"CNN_high_{k}/b_{p}")
     if o.use_char_projection:
-        char_encoder.proj_kernel.assign(arrays["CNN_proj/W_proj"])
-        char_encoder.proj_bias.assign(arrays["CNN_proj/b_proj"])
+        values["char_encoder/proj_kernel"] = lambda: _read(arrays, "CNN_proj/W_proj")
+        values["char_encoder/proj_bias"] = lambda: _read(arrays, "CNN_proj/b_proj")
+    out = o.projection_dim if o.use_lstm_projection else o.lstm_dim
     for layer in range(o.n_layers):
         cells = [lstm_cell_prefix(d, layer) for d in (0, 1)]
-        kernels = np.stack([arrays[f"{c}/W_0"] for c in cells])
-        width = bilstm.input_kernels[layer].shape[1]
-        bilstm.input_kernels[layer].assign(kernels[:, :width])
-        bilstm.recurrent_kernels[layer].assign(kernels[:, width:])
-        bilstm.biases[layer].assign(np.stack([arrays[f"{c}/B"] for c in cells]))
+        width = o.projection_dim if layer == 0 else out
+
+        def both(name: str, rows: slice = slice(None), cells=cells) -> Callable[[], np.ndarray]:
+            return lambda: np.stack([_read(arrays, f"{c}/{name}", rows) for c in cells])
+
+        # `W_0` is [input; recurrent] stacked: each half is read on its own.
+        values[f"bilstm/input_kernel_{layer}"] = both("W_0", slice(None, width))
+        values[f"bilstm/recurrent_kernel_{layer}"] = both("W_0", slice(width, None))
+        values[f"bilstm/bias_{layer}"] = both("B")
         if o.use_lstm_projection:
-            bilstm.proj_kernels[layer].assign(np.stack([arrays[f"{c}/W_P_0"] for c in cells]))
+            values[f"bilstm/proj_kernel_{layer}"] = both("W_P_0")
+    return values
+
+
+def assign_bilm_weights(char_encoder: "CharEncoder", bilstm: "BiLSTM", arrays: Mapping[str, Any]) -> None:
+    """Copies arrays in the HDF5 layout (a dict of arrays or an open, checked HDF5
+    file) into the two frozen sublayers, one variable at a time."""
+    values = bilm_variable_values(char_encoder.options, arrays)
+    for kind, sublayer in (("char_encoder", char_encoder), ("bilstm", bilstm)):
+        for variable in sublayer.weights:
+            variable.assign(values[f"{kind}/{variable.name}"]())
+
+
+#: While set (`initial_bilm_values`), the sublayers' `build` takes each variable's
+#: first value from here instead of a random initializer.
+_INITIAL_VALUES: contextvars.ContextVar[dict[str, Callable[[], np.ndarray]] | None] = contextvars.ContextVar(
+    "keras_elmo_initial_values", default=None
+)
+
+
+@contextlib.contextmanager
+def initial_bilm_values(options: ELMoOptions, arrays: Mapping[str, Any]) -> Iterator[None]:
+    """Sublayers built inside this block start with the values in `arrays` (HDF5
+    layout): no random values are drawn only to be overwritten, and memory never
+    holds the model twice."""
+    token = _INITIAL_VALUES.set(bilm_variable_values(options, arrays))
+    try:
+        yield
+    finally:
+        _INITIAL_VALUES.reset(token)
+
+
+def initializer_for(kind: str, name: str, default: Any) -> Any:
+    """The initializer for variable `name` of sublayer `kind` ("char_encoder" or
+    "bilstm"): its value from `initial_bilm_values`, if active, else `default`."""
+    values = _INITIAL_VALUES.get()
+    if values is None:
+        return default
+    read = values[f"{kind}/{name}"]
+    return lambda shape, dtype=None: read()
 
 
 def collect_bilm_weights(char_encoder: "CharEncoder", bilstm: "BiLSTM") -> dict[str, np.ndarray]:
@@ -496,8 +561,8 @@ def load_tfhub_module(cls: type, module_dir: str | os.PathLike, **kwargs: Any) -
             arguments (`output_mode`, `stateful`, `fine_tune_bilm`, `name`, ...).
     """
     options, arrays, mix = read_tfhub_weights(module_dir, kwargs.pop("options", None))
-    layer = cls(options=options, **kwargs)
-    assign_bilm_weights(layer.char_encoder, layer.bilstm, arrays)
+    with initial_bilm_values(options, arrays):
+        layer = cls(options=options, **kwargs)
     if mix is not None:
         assign_mix_weights(layer, mix["weights"], mix["scaling"])
     return layer

@@ -103,6 +103,15 @@ def test_fast_path_equals_reference_path(variant, batch, monkeypatch):
             assert not fast[key][row, n:].any(), "padding positions must be exactly 0"
 
 
+@pytest.mark.parametrize("gate_rows", [8, 40])
+def test_shorter_chunks_for_large_batches(gate_rows, monkeypatch):
+    layer = _layer(VARIANTS["skip-projection"])
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(7), 9, max_len=20))
+    want = _reference(layer, ids, monkeypatch)
+    monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # chunks of 1 and 2 steps
+    _assert_close(_fast(layer, ids, monkeypatch), want)
+
+
 def test_fast_path_equals_numpy_reference(monkeypatch):
     options = VARIANTS["skip-projection"]
     layer = _layer(options, seed=5)
@@ -223,3 +232,15 @@ def test_token_embedding_cache_is_lru():
     assert sorted(found) == [0, 2] and missing == [1] and len(cache) == 2
     cache.check_weights("other")
     assert len(cache) == 0
+
+
+def test_reduced_precision_fast_path_is_close_to_the_reference_path(monkeypatch):
+    layer = _layer(BASE, dtype="mixed_bfloat16")
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(6), 5, max_len=15) + [["x"]])
+    fast = _fast(layer, ids, monkeypatch)["elmo"].astype(np.float32)
+    slow = _reference(layer, ids, monkeypatch)["elmo"].astype(np.float32)
+    real = (ids != 0).any(-1)
+    a, b = fast[real], slow[real]
+    cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    assert cosine.min() > 0.999 and np.abs(a - b).max() < 0.05
+    assert not fast[~real].any()

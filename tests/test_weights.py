@@ -12,7 +12,9 @@ from conftest import FIXTURE_MODELS, require_fixtures
 from keras_elmo import ELMoLayer, ELMoOptions, OptionsError, WeightFileError
 from keras_elmo.weights import (
     bilm_dataset_shapes,
+    assign_bilm_weights,
     collect_bilm_weights,
+    initializer_for,
     read_bilm_weights,
     save_bilm_weights,
 )
@@ -115,6 +117,39 @@ def test_char_embed_with_padding_row(fixtures_dir, tmp_path):
     _copy_weights(weight_file, tmp_path / "w.hdf5", replace={"char_embed": padded})
     arrays = read_bilm_weights(tmp_path / "w.hdf5", ELMoOptions.from_file(options_file))
     np.testing.assert_array_equal(arrays["char_embed"], table)
+    layer = ELMoLayer.from_files(options_file, tmp_path / "w.hdf5")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.char_encoder.char_embed), table)
+
+
+@pytest.mark.parametrize("model", FIXTURE_MODELS)
+def test_from_files_creates_the_variables_from_the_file(fixtures_dir, model, monkeypatch):
+    """No random values are drawn only to be overwritten (that doubled peak memory):
+    every variable starts as the file's value."""
+
+    def no_random(self, shape, dtype=None):
+        raise AssertionError(f"{type(self).__name__} drew values for a variable read from the file")
+
+    for cls in (keras.initializers.GlorotUniform, keras.initializers.RandomUniform):
+        monkeypatch.setattr(cls, "__call__", no_random)
+    options_file, weight_file = _files(fixtures_dir, model)
+    layer = ELMoLayer.from_files(options_file, weight_file)
+    got = collect_bilm_weights(layer.char_encoder, layer.bilstm)
+    want = read_bilm_weights(weight_file, ELMoOptions.from_file(options_file))
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert initializer_for("bilstm", "bias_0", "zeros") == "zeros"  # outside from_files
+
+
+def test_assign_from_an_open_file_equals_assign_from_arrays(fixtures_dir):
+    options_file, weight_file = _files(fixtures_dir, "bilm-tf")
+    options = ELMoOptions.from_file(options_file)
+    from_arrays, from_file = ELMoLayer(options), ELMoLayer(options)
+    assign_bilm_weights(from_arrays.char_encoder, from_arrays.bilstm, read_bilm_weights(weight_file, options))
+    with h5py.File(weight_file, "r") as f:
+        assign_bilm_weights(from_file.char_encoder, from_file.bilstm, f)
+    for a, b in zip(from_arrays.weights, from_file.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 # ---------------------------------------------------------------------- bad input
