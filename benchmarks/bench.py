@@ -374,8 +374,11 @@ def main(argv=None) -> int:
         big = make_corpus(n_tokens, seed=1)
         tokens = sum(len(s) for s in big)
         # The outputs (4 KiB per token for the original model) are kept: they count in the peak.
-        seconds, peak = timed(lambda: layer.embed(big, max_tokens_per_batch=args.max_tokens_per_batch))
-        report("scaling", f"{args.max_tokens_per_batch}t", "given", tokens, cold, seconds, seconds, peak)
+        # Small corpora may still meet a new shape: their best of two runs is reported.
+        runs = [timed(lambda: layer.embed(big, max_tokens_per_batch=args.max_tokens_per_batch))
+                for _ in range(2 if n_tokens <= 10_000 else 1)]
+        seconds, peak = min(runs)
+        report("scaling", f"{args.max_tokens_per_batch}t", "given", tokens, runs[0][0], seconds, seconds, peak)
 
     for length in [int(s) for s in args.long_sentence.split(",") if s.strip()]:
         long = [[w for s in make_corpus(length, seed=2) for w in s][:length]]

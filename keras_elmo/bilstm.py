@@ -160,7 +160,7 @@ class BiLSTM(keras.layers.Layer):
     #: gates of a chunk rather than of the whole sequence. Large batches use
     #: shorter chunks, so that a chunk's gates stay within GATE_ROWS rows.
     CHUNK = 8
-    GATE_ROWS = 512
+    GATE_ROWS = 256
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model, compiled and bucketed.

@@ -87,7 +87,7 @@ class CharEncoder(keras.layers.Layer):
     # ------------------------------------------------------------------ inference path
     #: Most distinct tokens per call of the compiled encoder: bounds the memory of
     #: the convolution outputs (about 180 KB per token for the original model).
-    MAX_TOKENS_PER_CALL = 256
+    MAX_TOKENS_PER_CALL = 128
 
     def encode_unique(self, ids: np.ndarray, cache: "TokenEmbeddingCache | None" = None):
         """Embeds every distinct token of a batch once (the padding token as zeros).

@@ -17,7 +17,7 @@ import pytest
 import keras_elmo
 import numpy_reference as ref
 from keras_elmo.bilstm import BiLSTM
-from keras_elmo.char_encoder import TokenEmbeddingCache, unique_rows
+from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache, unique_rows
 from keras_elmo.recurrence import bucket
 from keras_elmo.weights import assign_bilm_weights
 
@@ -109,6 +109,15 @@ def test_shorter_chunks_for_large_batches(gate_rows, monkeypatch):
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(7), 9, max_len=20))
     want = _reference(layer, ids, monkeypatch)
     monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # chunks of 1 and 2 steps
+    _assert_close(_fast(layer, ids, monkeypatch), want)
+
+
+def test_char_encoder_in_several_calls(monkeypatch):
+    """More distinct tokens than one call of the compiled encoder takes."""
+    layer = _layer(VARIANTS["skip-projection"])
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(8), 6, max_len=20))
+    want = _reference(layer, ids, monkeypatch)
+    monkeypatch.setattr(CharEncoder, "MAX_TOKENS_PER_CALL", 5)
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
