@@ -231,6 +231,15 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     return rates
 
 
+def matmul_rate_apart() -> dict[str, float]:
+    """`matmul_rate` measured in a child process, so that its arrays and the backend's
+    buffers for them do not count in this process's memory figures."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(matmul_rate)
+
+
 def batches_of(sentences, size: int):
     return [sentences[i : i + size] for i in range(0, len(sentences), size)]
 
@@ -317,7 +326,7 @@ def main(argv=None) -> int:
     load_start = time.perf_counter()
     layer = keras_elmo.ELMoLayer.from_files(options_file, weight_file, **kwargs)
     load_s = time.perf_counter() - load_start
-    rates = matmul_rate()
+    rates = matmul_rate_apart()
     threads = os.cpu_count()
 
     print(f"# keras_elmo benchmark  {datetime.date.today()}  backend={backend}  keras={keras.__version__}")
@@ -387,7 +396,7 @@ def main(argv=None) -> int:
         report("long", 1, "given", length, cold, best, median, peak)
 
     # The machine's rate again: on a shared machine the load may have changed.
-    later = matmul_rate()
+    later = matmul_rate_apart()
     rates.update({f"{k}_end": v for k, v in later.items() if k != "best"})
     print("# float32 matmul GFLOP/s at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in later.items())
           + " (the fractions above use the rate measured at the start)")
