@@ -158,27 +158,27 @@ def model_files(model: str, workdir: Path) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------------- measurement
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process (since the last `reset_peak_rss`), MiB."""
+def _proc_status_mib(key: str) -> float | None:
+    """A memory line of /proc/self/status (Linux), in MiB; None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (since the last `reset_peak_rss`), MiB."""
+    peak = _proc_status_mib("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak is None else peak
 
 
 def current_rss_mib() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    rss = _proc_status_mib("VmRSS")
+    return float("nan") if rss is None else rss
 
 
 def reset_peak_rss() -> bool:

@@ -17,6 +17,15 @@ REPO_ROOT = TESTS_DIR.parent
 FIXTURES = Path(os.environ.get("KERAS_ELMO_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
 FIXTURE_MODELS = ("bilm-tf", "allennlp-elmo")
 
+#: A tiny model (skip connections, projection, clipping) that the layer and fast-path
+#: tests build with random weights: small enough to compile and run in milliseconds.
+TINY_OPTIONS = {
+    "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4], [2, 8], [3, 8]], "n_highway": 1,
+                 "n_characters": 262, "max_characters_per_token": 50, "activation": "relu"},
+}
+
 # The independent numpy reference is imported from tests/ only, never from the package.
 sys.path.insert(0, str(TESTS_DIR))
 

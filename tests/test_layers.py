@@ -7,14 +7,10 @@ import pytest
 import keras_elmo
 from keras.src.backend import get_keras_mask  # the mask Keras attached to an eager output
 import numpy_reference as ref
+from conftest import TINY_OPTIONS
 
 BACKEND = keras.backend.backend()
-OPTIONS = {
-    "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
-             "use_skip_connections": True},
-    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4], [2, 8], [3, 8]], "n_highway": 1,
-                 "n_characters": 262, "max_characters_per_token": 50, "activation": "relu"},
-}
+OPTIONS = TINY_OPTIONS
 P2 = 16  # 2 * projection_dim
 SENTENCES = ["the cat sat on the mat", "a dog", "", "héllo  wörld !"]
 

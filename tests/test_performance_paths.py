@@ -16,18 +16,14 @@ import pytest
 
 import keras_elmo
 import numpy_reference as ref
+from conftest import TINY_OPTIONS
 from keras_elmo.bilstm import BiLSTM
 from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache, unique_rows
 from keras_elmo.recurrence import bucket
 from keras_elmo.weights import assign_bilm_weights
 
 BACKEND = keras.backend.backend()
-BASE = {
-    "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
-             "use_skip_connections": True},
-    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4], [2, 8], [3, 8]], "n_highway": 1,
-                 "n_characters": 262, "max_characters_per_token": 50, "activation": "relu"},
-}
+BASE = TINY_OPTIONS
 
 
 def _variant(lstm=None, cnn=None):
