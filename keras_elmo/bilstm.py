@@ -163,7 +163,8 @@ class BiLSTM(keras.layers.Layer):
     GATE_ROWS = 256
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
-        """`call`'s results for concrete inputs of the frozen model, compiled and bucketed.
+        """`call`'s results for concrete inputs of the frozen model: compiled on bucketed
+        shapes (TensorFlow, JAX), or an eager loop over exact shapes (PyTorch).
 
         Args:
             table: token embeddings [n, P] (a backend tensor), one row per distinct token.

@@ -244,7 +244,8 @@ class _ELMoBase(keras.layers.Layer):
     def _infer(self, ids: Any, use_state: bool) -> dict[str, Any]:
         """`_forward` for concrete ids: each distinct token of the batch goes through
         the character encoder once (and not at all when the opt-in token cache holds
-        it), and the biLM runs compiled (XLA on TensorFlow and JAX) on bucketed shapes.
+        it), and the biLM runs compiled on bucketed shapes (XLA on JAX, a graph on
+        TensorFlow's CPU, XLA on its GPU) or as a fused eager loop on PyTorch.
         The results equal `_forward`'s up to float32 rounding."""
         ids = np.asarray(ops.convert_to_numpy(ids), dtype=np.int32)
         batch = ids.shape[0]
