@@ -155,12 +155,17 @@ class BiLSTM(keras.layers.Layer):
         return step
 
     # ------------------------------------------------------------------ inference path
-    #: Time steps per iteration of the loop: their input-to-gate products are one
-    #: matrix product, computed just before they are needed, so memory holds the
-    #: gates of a chunk rather than of the whole sequence. Large batches use
-    #: shorter chunks, so that a chunk's gates stay within GATE_ROWS rows.
+    #: TensorFlow and JAX (compiled): time steps per iteration of the loop. Their
+    #: input-to-gate products are one matrix product, computed just before they are
+    #: needed, so memory holds the gates of a chunk rather than of the whole
+    #: sequence. Large batches use shorter chunks, so that a chunk's gates stay
+    #: within GATE_ROWS rows.
     CHUNK = 8
     GATE_ROWS = 256
+    #: PyTorch (no compiled shapes): the input-to-gate products of up to this many
+    #: running (step, row) positions are one matrix product, packed, so the input
+    #: kernel is read once per 1024 positions (64 MiB of gates for the original model).
+    GATE_POSITIONS = 1024
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model: compiled on bucketed
@@ -230,7 +235,7 @@ class BiLSTM(keras.layers.Layer):
         perm_t = ops.convert_to_tensor(perm)
         lengths_t = ops.convert_to_tensor(full - 2, "int32")
         if eager:
-            outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist(), k)
+            outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist())
             outputs = self._assemble(outputs, perm_t, lengths_t)
         else:
             infer_fn = compiled(("bilstm", self.options, k), functools.partial(_infer_fn, self.options, k))
@@ -250,7 +255,7 @@ class BiLSTM(keras.layers.Layer):
         final = [tuple(ops.take(s, inverse, axis=1) for s in pair) for pair in final]
         return outputs, final
 
-    def _run_torch(self, x, state: State, running: list[int], chunk: int):
+    def _run_torch(self, x, state: State, running: list[int]):
         """The layers on PyTorch (`torch_lstm_layer`): outputs [2, S, B, H] per layer and
         the final state, in each row's own time."""
         o = self.options
@@ -259,7 +264,9 @@ class BiLSTM(keras.layers.Layer):
             kernels = tuple(ops.cast(w, x.dtype) for w in kernels)
             if not o.use_lstm_projection:
                 kernels = (*kernels, None)
-            carry, y = torch_lstm_layer(x, kernels, state[layer], running, chunk, o.cell_clip, o.proj_clip)
+            carry, y = torch_lstm_layer(
+                x, kernels, state[layer], running, self.GATE_POSITIONS, o.cell_clip, o.proj_clip
+            )
             if o.use_skip_connections and layer > 0:
                 y = y + x
             final.append(carry)

@@ -104,7 +104,8 @@ def test_shorter_chunks_for_large_batches(gate_rows, monkeypatch):
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(7), 9, max_len=20))
     want = _reference(layer, ids, monkeypatch)
-    monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # chunks of 1 and 2 steps
+    monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # compiled: chunks of 1 and 2 steps
+    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", gate_rows)  # PyTorch: 1 (fewer than a step's rows) or a few steps
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
