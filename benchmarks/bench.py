@@ -231,6 +231,88 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     return rates
 
 
+#: Rows at which `step_rates` times one recurrent step.
+STEP_ROWS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[int, float]:
+    """Seconds per recurrent step of one direction (h @ W_rec, then the projection), by
+    rows, with the backend's matmul. A step must read its direction's weights (40 MB for
+    the original model), so with few rows its time is set by memory bandwidth, not by
+    the matmul rate: this is the floor under the biLSTM's sequential part."""
+    import keras
+    from keras_elmo.options import ELMoOptions
+
+    o = ELMoOptions.from_dict(options_dict)
+    out = o.projection_dim if o.use_lstm_projection else o.lstm_dim
+    rng = np.random.default_rng(0)
+    w_rec = rng.standard_normal((out, 4 * o.lstm_dim), dtype=np.float32) * 0.02
+    w_proj = rng.standard_normal((o.lstm_dim, out), dtype=np.float32) * 0.02
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        w_rec, w_proj = torch.from_numpy(w_rec), torch.from_numpy(w_proj)
+        step, put, done = lambda h: torch.mm(torch.mm(h, w_rec)[:, : o.lstm_dim], w_proj), torch.from_numpy, lambda x: x
+    elif backend == "jax":
+        import jax
+
+        w_rec, w_proj = jax.device_put(w_rec), jax.device_put(w_proj)
+        step = jax.jit(lambda h: ((h @ w_rec)[:, : o.lstm_dim] @ w_proj))
+        put, done = jax.device_put, lambda x: x.block_until_ready()
+    else:
+        import tensorflow as tf
+
+        w_rec, w_proj = tf.constant(w_rec), tf.constant(w_proj)
+        step = tf.function(lambda h: tf.matmul(tf.matmul(h, w_rec)[:, : o.lstm_dim], w_proj))
+        put, done = tf.constant, lambda x: x.numpy()
+    seconds = {}
+    for rows in STEP_ROWS:
+        h = put(rng.standard_normal((rows, out), dtype=np.float32))
+        done(step(h))
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                y = step(h)
+            done(y)
+            best = min(best, (time.perf_counter() - start) / steps)
+        seconds[rows] = best
+    return seconds
+
+
+def step_rates_apart(options_dict: dict) -> dict[int, float]:
+    """`step_rates` in a child process (see `matmul_rate_apart`)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(step_rates, (options_dict,))
+
+
+def ceiling_tokens_per_s(options, batches, flops: dict, rate_gflops: float, step_s: dict[int, float]) -> float:
+    """Tokens/s that no implementation of the same computation exceeds on this machine:
+    every recurrent step takes at least `step_s` for its running rows (one step per
+    position of the longest sentence, rows ending as sentences end, both directions,
+    every layer; times interpolated between the measured rows), and the rest (the char CNN and highway on each distinct token, the
+    input-to-gate products) runs at the full matmul rate."""
+    o = options
+    out = o.projection_dim if o.use_lstm_projection else o.lstm_dim
+    gate_flops = sum(2 * 2 * (o.projection_dim if layer == 0 else out) * 4 * o.lstm_dim for layer in range(o.n_layers))
+    per_token = flops["char_cnn"] + flops["highway"] + flops["projection"]
+    known = sorted(step_s)
+    times = [step_s[r] for r in known]  # interpolated between measured rows; affine beyond
+    seconds, tokens = 0.0, 0
+    for batch in batches:
+        full = np.array(sorted((len(s) + 2 for s in batch), reverse=True))  # <S> ... </S>
+        for t in range(int(full[0])):
+            running = int(np.count_nonzero(full > t))
+            seconds += 2 * o.n_layers * float(np.interp(running, known, times))
+        distinct = len({w for s in batch for w in s}) + 2
+        seconds += (distinct * per_token + int(full.sum()) * gate_flops) / (rate_gflops * 1e9)
+        tokens += sum(len(s) for s in batch)
+    return tokens / seconds
+
+
 def matmul_rate_apart() -> dict[str, float]:
     """`matmul_rate` measured in a child process, so that its arrays and the backend's
     buffers for them do not count in this process's memory figures."""
@@ -327,6 +409,7 @@ def main(argv=None) -> int:
     layer = keras_elmo.ELMoLayer.from_files(options_file, weight_file, **kwargs)
     load_s = time.perf_counter() - load_start
     rates = matmul_rate_apart()
+    step_s = step_rates_apart(options.to_dict())
     threads = os.cpu_count()
 
     print(f"# keras_elmo benchmark  {datetime.date.today()}  backend={backend}  keras={keras.__version__}")
@@ -337,23 +420,30 @@ def main(argv=None) -> int:
           f"highway {flops['highway'] / 1e6:.1f}, projection {flops['projection'] / 1e6:.1f}, "
           f"LSTM {flops['lstm'] / 1e6:.1f})")
     print("# float32 matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    step_flops = 2 * ((options.projection_dim if options.use_lstm_projection else options.lstm_dim)
+                      * 4 * options.lstm_dim + (options.lstm_dim * options.projection_dim
+                                                if options.use_lstm_projection else 0))
+    print("# one recurrent step, one direction (h @ W_rec, projection): ms (GFLOP/s) by rows: "
+          + ", ".join(f"{r}: {1e3 * t:.2f} ({r * step_flops / t / 1e9:.0f})" for r, t in step_s.items()))
     print(f"# baseline RSS after loading: {current_rss_mib():.0f} MiB")
 
     results = []
     header = (f"{'path':<8} {'batch':>7} {'order':<7} {'tokens':>7} {'cold s':>7} {'tok/s':>7} "
-              f"{'median':>7} {'matmul%':>8} {'peak MiB':>9}")
+              f"{'median':>7} {'matmul%':>8} {'peak MiB':>9} {'ceiling':>8} {'of it':>7}")
     print(header)
 
-    def report(path, batch, order, tokens, cold, best, median, peak):
+    def report(path, batch, order, tokens, cold, best, median, peak, ceiling=None):
         tps = tokens / best
         frac = tps * flops["total"] / (rates["best"] * 1e9)
         row = dict(path=path, batch=batch, order=order, tokens=tokens, cold_s=round(cold, 3),
                    best_s=round(best, 3), median_s=round(median, 3), tokens_per_s=round(tps, 1),
                    median_tokens_per_s=round(tokens / median, 1), matmul_fraction=round(frac, 4),
-                   peak_rss_mib=round(peak, 1))
+                   peak_rss_mib=round(peak, 1),
+                   ceiling_tokens_per_s=None if ceiling is None else round(ceiling, 1))
         results.append(row)
+        of_ceiling = "" if ceiling is None else f" {ceiling:>8.0f} {100 * tps / ceiling:>6.1f}%"
         print(f"{path:<8} {batch:>7} {order:<7} {tokens:>7} {cold:>7.2f} {tps:>7.1f} {tokens / median:>7.1f} "
-              f"{100 * frac:>7.1f}% {peak:>9.0f}", flush=True)
+              f"{100 * frac:>7.1f}% {peak:>9.0f}{of_ceiling}", flush=True)
 
     corpus = make_corpus(26 * args.sentences)[: args.sentences]
     orders = [s.strip() for s in args.order.split(",") if s.strip()]
@@ -366,7 +456,8 @@ def main(argv=None) -> int:
             cold, _ = timed(lambda: run_layer_calls(layer, batches))
             tokens = sum(len(s) for s in chosen)
             best, median, peak = timed_best(lambda: run_layer_calls(layer, batches), args.repeat)
-            report("call", size, order, tokens, cold, best, median, peak)
+            ceiling = ceiling_tokens_per_s(options, batches, flops, rates["best"], step_s)
+            report("call", size, order, tokens, cold, best, median, peak, ceiling)
         if args.bucketing:
             embed = lambda: layer.embed(sentences, max_tokens_per_batch=args.max_tokens_per_batch)
             cold, _ = timed(embed)

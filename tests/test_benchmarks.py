@@ -37,3 +37,25 @@ def test_quick_run_writes_a_report(tmp_path, capsys):
     assert ("call", "1") in rows and ("call", "32") in rows
     assert all(r["tokens_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in record["results"])
     assert "tok/s" in capsys.readouterr().out
+    call_rows = [r for r in record["results"] if r["path"] == "call"]
+    assert all(r["ceiling_tokens_per_s"] > 0 for r in call_rows)
+
+
+def test_ceiling_counts_every_recurrent_step_and_the_rest_at_the_matmul_rate():
+    options = ELMoOptions.from_dict(bench.MODELS["small"])
+    flops = bench.flops_per_token(options)
+    # Two sentences of 3 and 1 tokens: 5 and 3 positions with <S> and </S>, so
+    # steps 0-2 run 2 rows and steps 3-4 run 1, in 2 directions x 2 layers.
+    batch = [["a", "b", "a"], ["c"]]
+    step_s = {1: 0.001, 2: 0.003, 4: 0.005}
+    recurrent = 4 * (3 * 0.003 + 2 * 0.001)
+    gate_flops = 2 * 2 * (128 + 128) * 4 * 1024  # both directions, both layers (width 128)
+    other = 5 * (flops["char_cnn"] + flops["highway"] + flops["projection"]) + 8 * gate_flops  # 3 distinct + <S>, </S>
+    want = 4 / (recurrent + other / 100e9)
+    got = bench.ceiling_tokens_per_s(options, [batch], flops, 100.0, step_s)
+    assert abs(got - want) < 1e-9 * want
+    # 3 rows, between the measured 2 and 4, take 0.004 s per step (interpolated).
+    got = bench.ceiling_tokens_per_s(options, [[["a"] * 3] * 3], flops, 100.0, step_s)
+    other = 3 * (flops["char_cnn"] + flops["highway"] + flops["projection"]) + 15 * gate_flops
+    want = 9 / (4 * 5 * 0.004 + other / 100e9)
+    assert abs(got - want) < 1e-9 * want
