@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_elmo.options import ELMoOptions
-from keras_elmo.recurrence import bucket, compiled, scan, torch_lstm_layer, while_chunks
+from keras_elmo.recurrence import after, bucket, compiled, scan, torch_lstm_layer, while_chunks
 from keras_elmo.weights import initializer_for
 
 #: LSTM state: for each layer, (c [2, batch, cell_dim], h [2, batch, output_dim]),
@@ -166,6 +166,10 @@ class BiLSTM(keras.layers.Layer):
     #: running (step, row) positions are one matrix product, packed, so the input
     #: kernel is read once per 1024 positions (64 MiB of gates for the original model).
     GATE_POSITIONS = 1024
+    #: TensorFlow runs the two directions one after the other for batches of up to
+    #: this many rows, where a step is bound by reading its weights (1.07-1.14x faster
+    #: at batch 32); larger batches keep both in one step, which holds less memory.
+    SPLIT_ROWS = 32
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model: compiled on bucketed
@@ -238,9 +242,19 @@ class BiLSTM(keras.layers.Layer):
             outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist())
             outputs = self._assemble(outputs, perm_t, lengths_t)
         else:
-            infer_fn = compiled(("bilstm", self.options, k), functools.partial(_infer_fn, self.options, k))
+            # TensorFlow, batches of up to SPLIT_ROWS: the directions one after the other
+            # (see `_infer_fn`), each direction's weights and inputs taken apart outside
+            # the graph, where slicing the leading axis shares memory (on JAX it copies).
+            split = keras.backend.backend() == "tensorflow" and padded_rows <= self.SPLIT_ROWS
+            weights = self._weight_values()
+            if split:
+                weights = [tuple(tuple(w[d] for w in group) for d in range(2)) for group in weights]
+                x = [x[0], x[1]]
+            infer_fn = compiled(
+                ("bilstm", self.options, k, split), functools.partial(_infer_fn, self.options, k, split)
+            )
             outputs, final = infer_fn(
-                self._weight_values(),
+                weights,
                 x,
                 ops.convert_to_tensor(inside),
                 perm_t,
@@ -322,18 +336,23 @@ def _per_direction_matmul(x, w):
     return ops.stack([ops.matmul(x[0], w[0]), ops.matmul(x[1], w[1])])
 
 
-def _infer_fn(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
+def _infer_fn(o: ELMoOptions, k: int, split: bool, weights, x, inside, perm, lengths, branch, n_chunks, state):
     """The compiled body of `BiLSTM.infer`, for options `o` and chunks of `k` steps.
 
     x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
     inside [S, B]: the steps within each row; perm [S, B]: the per-row
     reversal; lengths [B]; branch [S / k]: the row block of each chunk.
 
-    Unlike `torch_lstm_layer`, both directions run in the same step: a direction's
-    slice of a [2, ...] weight is a copy inside a compiled function, and running
-    the directions one after the other measured 1.1x faster here but held
-    230-290 MiB more at batch 64 (JAX over the 1.5 GiB target).
+    With `split` (TensorFlow, batches up to `BiLSTM.SPLIT_ROWS`), x and each
+    layer's weights come as one entry per direction and the directions run one
+    after the other, as in `torch_lstm_layer`, since one direction's kernels stay
+    in cache far better than both. Otherwise both directions run in the same
+    step: on JAX a direction's slice of a [2, ...] weight is a copy, and the split
+    measured 1.1x faster but held 230-290 MiB more at batch 64; on TensorFlow the
+    split held about 240 MiB more at batch 64, where steps gain least from it.
     """
+    if split:
+        return _infer_split(o, k, weights, x, inside, perm, lengths, branch, n_chunks, state)
     dtype = x.dtype
     _, padded_steps, padded_rows, _ = x.shape
     out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
@@ -389,6 +408,78 @@ def _infer_fn(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch,
         final.append((c_all, h_all))
         outputs.append(y)
         x = y
+
+    return BiLSTM._assemble(outputs, perm, lengths), final
+
+
+def _infer_split(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
+    """`_infer_fn` one direction at a time: x and each layer's weights are
+    `[forward, backward]`, with no direction axis."""
+    dtype = x[0].dtype
+    padded_steps, padded_rows, _ = x[0].shape
+    out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
+    sizes = BiLSTM._row_sizes(padded_rows)
+    outputs, final, previous = [], [], None
+    for layer, directions in enumerate(weights):
+        ys, cs, hs = [], [], []
+        for d, (w_in, w_rec, bias, *proj) in enumerate(directions):
+            w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
+            proj = ops.cast(proj[0], dtype) if proj else None
+            x_d, width = x[d], x[d].shape[-1]
+
+            def run_chunk(rows, start, c_all, h_all, x_d=x_d, w_in=w_in, w_rec=w_rec, bias=bias, proj=proj):
+                """Steps start .. start + k - 1 of the first `rows` rows (the others have ended)."""
+                c, h = c_all[:rows], h_all[:rows]
+                x_chunk = ops.slice(x_d, (start, 0, 0), (k, rows, width))
+                mask = ops.slice(inside, (start, 0), (k, rows))
+                gates = ops.reshape(
+                    ops.matmul(ops.reshape(x_chunk, (k * rows, width)), w_in) + bias, (k, rows, -1)
+                )
+
+                def one_step(step, carry):
+                    c, h, y_chunk = carry
+                    m = ops.take(mask, step, axis=0)[:, None]
+                    z = ops.take(gates, step, axis=0) + ops.matmul(h, w_rec)
+                    c_new, h_new = _lstm_cell(o, z, c, proj)
+                    y_new = ops.where(m, h_new, ops.zeros_like(h_new))[None]
+                    y_chunk = ops.slice_update(y_chunk, (step, 0, 0), y_new)
+                    return ops.where(m, c_new, c), ops.where(m, h_new, h), y_chunk
+
+                y_chunk = ops.zeros((k, rows, out_dim), dtype)
+                c, h, y_chunk = ops.fori_loop(0, k, one_step, (c, h, y_chunk))
+                if o.use_skip_connections and layer > 0:
+                    y_chunk = y_chunk + x_chunk
+                if rows < padded_rows:
+                    c = ops.concatenate([c, c_all[rows:]], axis=0)
+                    h = ops.concatenate([h, h_all[rows:]], axis=0)
+                    y_chunk = ops.pad(y_chunk, ((0, 0), (0, padded_rows - rows), (0, 0)))
+                return c, h, y_chunk
+
+            def chunk(i, carry, run_chunk=run_chunk):
+                c_all, h_all, y = carry
+                start = i * k
+                c_all, h_all, y_chunk = ops.switch(
+                    branch[i],
+                    [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
+                    c_all,
+                    h_all,
+                )
+                return c_all, h_all, ops.slice_update(y, (start, 0, 0), y_chunk)
+
+            # Start only after the previous loop: the runtime would otherwise run the
+            # two directions side by side, with both directions' kernels in use.
+            c0, h0 = state[layer][0][d], state[layer][1][d]
+            if previous is not None:
+                c0, h0 = after((c0, h0), previous)
+            y = ops.zeros((padded_steps, padded_rows, out_dim), dtype)
+            c_d, h_d, y = while_chunks(chunk, n_chunks, (c0, h0, y))
+            previous = y
+            ys.append(y)
+            cs.append(c_d)
+            hs.append(h_d)
+        final.append((ops.stack(cs), ops.stack(hs)))
+        outputs.append(ops.stack(ys))
+        x = ys
 
     return BiLSTM._assemble(outputs, perm, lengths), final
 

@@ -125,6 +125,18 @@ def compiled(key: Any, fn: Callable) -> Callable:
     return _COMPILED[key]
 
 
+def after(values: Any, dependency: Any) -> Any:
+    """`values`, usable only once `dependency` has been computed, in a TensorFlow graph
+    (elsewhere `values` as they are): orders loops that the graph runtime would
+    otherwise run side by side."""
+    if keras.backend.backend() != "tensorflow":
+        return values
+    import tensorflow as tf
+
+    with tf.control_dependencies(tf.nest.flatten(dependency)):
+        return tf.nest.map_structure(tf.identity, values)
+
+
 def while_chunks(chunk_fn: Callable[[Any, Any], Any], n_chunks: Any, state: Any) -> Any:
     """Runs `state = chunk_fn(i, state)` for i in 0 .. n_chunks - 1.
 

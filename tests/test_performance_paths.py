@@ -109,6 +109,17 @@ def test_shorter_chunks_for_large_batches(gate_rows, monkeypatch):
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
+@pytest.mark.parametrize("split_rows", [0, 64])
+def test_directions_in_one_step_or_one_after_the_other(split_rows, monkeypatch):
+    """TensorFlow runs the directions one after the other up to SPLIT_ROWS rows and in
+    one step above; both give the traced path's numbers (other backends ignore it)."""
+    layer = _layer(VARIANTS["skip-projection"])
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(9), 5, max_len=20))
+    want = _reference(layer, ids, monkeypatch)
+    monkeypatch.setattr(BiLSTM, "SPLIT_ROWS", split_rows)
+    _assert_close(_fast(layer, ids, monkeypatch), want)
+
+
 def test_char_encoder_in_several_calls(monkeypatch):
     """More distinct tokens than one call of the compiled encoder takes."""
     layer = _layer(VARIANTS["skip-projection"])
