@@ -336,7 +336,9 @@ def _per_direction_matmul(x, w):
     return ops.stack([ops.matmul(x[0], w[0]), ops.matmul(x[1], w[1])])
 
 
-def _infer_fn(o: ELMoOptions, k: int, split: bool, weights, x, inside, perm, lengths, branch, n_chunks, state):
+def _infer_fn(
+    o: ELMoOptions, k: int, split: bool, weights, x, inside, perm, lengths, branch, n_chunks, state
+):
     """The compiled body of `BiLSTM.infer`, for options `o` and chunks of `k` steps.
 
     x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
