@@ -394,19 +394,8 @@ def _infer_fn(
                 y_chunk = ops.pad(y_chunk, ((0, 0), (0, 0), (0, padded_rows - rows), (0, 0)))
             return c, h, y_chunk
 
-        def chunk(i, carry):
-            c_all, h_all, y = carry
-            start = i * k
-            c_all, h_all, y_chunk = ops.switch(
-                branch[i],
-                [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
-                c_all,
-                h_all,
-            )
-            return c_all, h_all, ops.slice_update(y, (0, start, 0, 0), y_chunk)
-
         y = ops.zeros((2, padded_steps, padded_rows, out_dim), dtype)
-        c_all, h_all, y = while_chunks(chunk, n_chunks, (*state[layer], y))
+        c_all, h_all, y = _run_chunks(run_chunk, k, branch, sizes, n_chunks, (*state[layer], y))
         final.append((c_all, h_all))
         outputs.append(y)
         x = y
@@ -457,24 +446,13 @@ def _infer_split(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, bran
                     y_chunk = ops.pad(y_chunk, ((0, 0), (0, padded_rows - rows), (0, 0)))
                 return c, h, y_chunk
 
-            def chunk(i, carry, run_chunk=run_chunk):
-                c_all, h_all, y = carry
-                start = i * k
-                c_all, h_all, y_chunk = ops.switch(
-                    branch[i],
-                    [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
-                    c_all,
-                    h_all,
-                )
-                return c_all, h_all, ops.slice_update(y, (start, 0, 0), y_chunk)
-
             # Start only after the previous loop: the runtime would otherwise run the
             # two directions side by side, with both directions' kernels in use.
             c0, h0 = state[layer][0][d], state[layer][1][d]
             if previous is not None:
                 c0, h0 = after((c0, h0), previous)
             y = ops.zeros((padded_steps, padded_rows, out_dim), dtype)
-            c_d, h_d, y = while_chunks(chunk, n_chunks, (c0, h0, y))
+            c_d, h_d, y = _run_chunks(run_chunk, k, branch, sizes, n_chunks, (c0, h0, y))
             previous = y
             ys.append(y)
             cs.append(c_d)
@@ -484,6 +462,27 @@ def _infer_split(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, bran
         x = ys
 
     return BiLSTM._assemble(outputs, perm, lengths), final
+
+
+def _run_chunks(run_chunk, k: int, branch, sizes: list[int], n_chunks, state):
+    """The loop over chunks of `k` steps: chunk i runs `run_chunk(rows, start, c, h)`
+    with rows = sizes[branch[i]] and writes its outputs into y at its steps.
+
+    `state` is `(c, h, y)`, y with time as its third axis from the end."""
+
+    def chunk(i, carry):
+        c_all, h_all, y = carry
+        start = i * k
+        c_all, h_all, y_chunk = ops.switch(
+            branch[i],
+            [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
+            c_all,
+            h_all,
+        )
+        index = (0,) * (len(y.shape) - 3) + (start, 0, 0)
+        return c_all, h_all, ops.slice_update(y, index, y_chunk)
+
+    return while_chunks(chunk, n_chunks, state)
 
 
 def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul):
