@@ -106,6 +106,18 @@ def make_corpus(n_tokens: int, seed: int = 0, vocab_size: int = 50_000) -> list[
 # ---------------------------------------------------------------------------- model
 
 
+def lstm_flops(options) -> dict[str, float]:
+    """FLOPs of the biLSTM: `inputs`, the input-to-gate products of one position (both
+    directions, every layer), which can run as one large product; `step`, one
+    recurrent step of one row in one direction of one layer (recurrent product and
+    projection), which runs step after step."""
+    o = options
+    out = o.projection_dim if o.use_lstm_projection else o.lstm_dim
+    inputs = sum(2 * 2 * (o.projection_dim if layer == 0 else out) * 4 * o.lstm_dim for layer in range(o.n_layers))
+    step = 2 * out * 4 * o.lstm_dim + (2 * o.lstm_dim * out if o.use_lstm_projection else 0)
+    return {"inputs": inputs, "step": step}
+
+
 def flops_per_token(options) -> dict[str, float]:
     """Multiply-add FLOPs (2 per MAC) of one token position, by part."""
     o = options
@@ -113,14 +125,8 @@ def flops_per_token(options) -> dict[str, float]:
     n = o.n_filters
     highway = o.n_highway * 2 * 2 * n * n
     proj = 2 * n * o.projection_dim if o.use_char_projection else 0
-    out = o.projection_dim if o.use_lstm_projection else o.lstm_dim
-    lstm = 0
-    for layer in range(o.n_layers):
-        width = o.projection_dim if layer == 0 else out
-        per_direction = 2 * (width + out) * 4 * o.lstm_dim
-        if o.use_lstm_projection:
-            per_direction += 2 * o.lstm_dim * out
-        lstm += 2 * per_direction
+    parts = lstm_flops(o)
+    lstm = parts["inputs"] + 2 * o.n_layers * parts["step"]
     return {"char_cnn": cnn, "highway": highway, "projection": proj, "lstm": lstm,
             "total": cnn + highway + proj + lstm}
 
@@ -281,14 +287,6 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
     return seconds
 
 
-def step_rates_apart(options_dict: dict) -> dict[int, float]:
-    """`step_rates` in a child process (see `matmul_rate_apart`)."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(step_rates, (options_dict,))
-
-
 def ceiling_tokens_per_s(options, batches, flops: dict, rate_gflops: float, step_s: dict[int, float]) -> float:
     """Tokens/s that no implementation of the same computation exceeds on this machine:
     every recurrent step takes at least `step_s` for its running rows (one step per
@@ -296,8 +294,7 @@ def ceiling_tokens_per_s(options, batches, flops: dict, rate_gflops: float, step
     every layer; times interpolated between the measured rows), and the rest (the char CNN and highway on each distinct token, the
     input-to-gate products) runs at the full matmul rate."""
     o = options
-    out = o.projection_dim if o.use_lstm_projection else o.lstm_dim
-    gate_flops = sum(2 * 2 * (o.projection_dim if layer == 0 else out) * 4 * o.lstm_dim for layer in range(o.n_layers))
+    gate_flops = lstm_flops(o)["inputs"]
     per_token = flops["char_cnn"] + flops["highway"] + flops["projection"]
     known = sorted(step_s)
     times = [step_s[r] for r in known]  # interpolated between measured rows; affine beyond
@@ -313,13 +310,13 @@ def ceiling_tokens_per_s(options, batches, flops: dict, rate_gflops: float, step
     return tokens / seconds
 
 
-def matmul_rate_apart() -> dict[str, float]:
-    """`matmul_rate` measured in a child process, so that its arrays and the backend's
+def in_child_process(fn, *args):
+    """`fn(*args)` run in a fresh child process, so that its arrays and the backend's
     buffers for them do not count in this process's memory figures."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(matmul_rate)
+        return pool.apply(fn, args)
 
 
 def batches_of(sentences, size: int):
@@ -408,8 +405,8 @@ def main(argv=None) -> int:
     load_start = time.perf_counter()
     layer = keras_elmo.ELMoLayer.from_files(options_file, weight_file, **kwargs)
     load_s = time.perf_counter() - load_start
-    rates = matmul_rate_apart()
-    step_s = step_rates_apart(options.to_dict())
+    rates = in_child_process(matmul_rate)
+    step_s = in_child_process(step_rates, options.to_dict())
     threads = os.cpu_count()
 
     print(f"# keras_elmo benchmark  {datetime.date.today()}  backend={backend}  keras={keras.__version__}")
@@ -420,9 +417,7 @@ def main(argv=None) -> int:
           f"highway {flops['highway'] / 1e6:.1f}, projection {flops['projection'] / 1e6:.1f}, "
           f"LSTM {flops['lstm'] / 1e6:.1f})")
     print("# float32 matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
-    step_flops = 2 * ((options.projection_dim if options.use_lstm_projection else options.lstm_dim)
-                      * 4 * options.lstm_dim + (options.lstm_dim * options.projection_dim
-                                                if options.use_lstm_projection else 0))
+    step_flops = lstm_flops(options)["step"]
     print("# one recurrent step, one direction (h @ W_rec, projection): ms (GFLOP/s) by rows: "
           + ", ".join(f"{r}: {1e3 * t:.2f} ({r * step_flops / t / 1e9:.0f})" for r, t in step_s.items()))
     print(f"# baseline RSS after loading: {current_rss_mib():.0f} MiB")
@@ -487,7 +482,7 @@ def main(argv=None) -> int:
         report("long", 1, "given", length, cold, best, median, peak)
 
     # The machine's rate again: on a shared machine the load may have changed.
-    later = matmul_rate_apart()
+    later = in_child_process(matmul_rate)
     rates.update({f"{k}_end": v for k, v in later.items() if k != "best"})
     print("# float32 matmul GFLOP/s at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in later.items())
           + " (the fractions above use the rate measured at the start)")
