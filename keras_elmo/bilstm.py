@@ -201,8 +201,8 @@ class BiLSTM(keras.layers.Layer):
         padded_rows = batch if eager else bucket(batch)
         k = max(1, min(self.CHUNK, self.GATE_ROWS // padded_rows))
         k = 1 << (k.bit_length() - 1)  # a power of two: few compiled variants
-        chunks = -(-(steps + 2) // k)  # <S> tokens </S>
-        padded_steps = (chunks if eager else bucket(chunks)) * k
+        # <S> tokens </S>; compiled: whole chunks of k steps, bucketed.
+        padded_steps = steps + 2 if eager else bucket(-(-(steps + 2) // k)) * k
 
         order = np.argsort(-lengths, kind="stable")  # longest first
         inverse = np.argsort(order)
