@@ -17,6 +17,7 @@ padded sequence then makes equivalent to `tf.reverse_sequence`.
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any
 
 import keras
@@ -49,6 +50,7 @@ class BiLSTM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.options = options if isinstance(options, ELMoOptions) else ELMoOptions.from_dict(options)
         self.weights_trainable = weights_trainable
+        self._transposed = types.SimpleNamespace(values=[], weights=None)
 
     @property
     def output_dim(self) -> int:
@@ -155,21 +157,18 @@ class BiLSTM(keras.layers.Layer):
         return step
 
     # ------------------------------------------------------------------ inference path
-    #: TensorFlow and JAX (compiled): time steps per iteration of the loop. Their
-    #: input-to-gate products are one matrix product, computed just before they are
-    #: needed, so memory holds the gates of a chunk rather than of the whole
-    #: sequence. Large batches use shorter chunks, so that a chunk's gates stay
-    #: within GATE_ROWS rows.
+    #: The input-to-gate products of up to this many running (step, row) positions
+    #: are one matrix product, packed step after step (64 MiB of gates for the
+    #: original model): the input kernel is read once per 1024 positions, and no
+    #: product is spent on rows that have ended.
+    GATE_POSITIONS = 1024
+    #: TensorFlow runs the packed loop, one direction after the other, for batches
+    #: of up to this many rows. Larger batches run both directions in each step,
+    #: in chunks of up to CHUNK steps with the gates of at most GATE_ROWS rows: the
+    #: packed loop held about 290 MiB more at batch 64 there (1822 vs 1538 MiB).
+    SPLIT_ROWS = 32
     CHUNK = 8
     GATE_ROWS = 256
-    #: PyTorch (no compiled shapes): the input-to-gate products of up to this many
-    #: running (step, row) positions are one matrix product, packed, so the input
-    #: kernel is read once per 1024 positions (64 MiB of gates for the original model).
-    GATE_POSITIONS = 1024
-    #: TensorFlow runs the two directions one after the other for batches of up to
-    #: this many rows, where a step is bound by reading its weights (1.07-1.14x faster
-    #: at batch 32); larger batches keep both in one step, which holds less memory.
-    SPLIT_ROWS = 32
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model: compiled on bucketed
@@ -188,20 +187,31 @@ class BiLSTM(keras.layers.Layer):
         Both directions run in each row's own time: the backward direction reads
         each row reversed within its length (`tf.reverse_sequence`), so every row
         starts at step 0. Rows are sorted by length, longest first, so the rows
-        still running at any step are a leading block: each chunk of steps
-        computes only that block (rounded up to a `bucket` size, one compiled
-        branch per size) and the loop stops after the longest row. Batch and
-        length are padded to `bucket` sizes too, so a few compilations serve
-        every shape; padded rows and steps are masked.
+        still running at any step are a leading block, and a step computes only
+        that block: exactly on PyTorch, rounded up to a power of two elsewhere
+        (one compiled branch per size). The loop stops after the longest row.
+        Batch and length are padded to `bucket` sizes, so a few compilations
+        serve every shape; padded rows and steps are masked.
+
+        The directions run one after the other (`_infer_packed`, `torch_lstm_layer`):
+        a step with few rows is bound by reading its direction's recurrent and
+        projection kernels (40 MB for the original model), which stay in cache far
+        better than both directions' do. On JAX each step computes W^T h^T with
+        transposed copies of those kernels (`_transposed_weights`), for which
+        XLA's CPU product measured 1.5-1.6x faster at 8-32 rows than h W.
         """
         batch, steps = index.shape
         pad, bos, eos = rows
         lengths = np.asarray(lengths, dtype=np.int64)
-        eager = keras.backend.backend() == "torch"  # nothing compiled: no shapes to bucket
+        backend = keras.backend.backend()
+        eager = backend == "torch"  # nothing compiled: no shapes to bucket
         padded_rows = batch if eager else bucket(batch)
-        k = max(1, min(self.CHUNK, self.GATE_ROWS // padded_rows))
-        k = 1 << (k.bit_length() - 1)  # a power of two: few compiled variants
-        # <S> tokens </S>; compiled: whole chunks of k steps, bucketed.
+        packed = eager or backend == "jax" or padded_rows <= self.SPLIT_ROWS
+        k = 1
+        if not packed:
+            k = max(1, min(self.CHUNK, self.GATE_ROWS // padded_rows))
+            k = 1 << (k.bit_length() - 1)  # a power of two: few compiled variants
+        # <S> tokens </S>; compiled: bucketed, in whole chunks of k steps.
         padded_steps = steps + 2 if eager else bucket(-(-(steps + 2) // k)) * k
 
         order = np.argsort(-lengths, kind="stable")  # longest first
@@ -219,14 +229,8 @@ class BiLSTM(keras.layers.Layer):
         # also maps the backward outputs back to forward time.
         perm = np.where(inside, full[None, :] - 1 - t, t).astype(np.int32)
         backward = np.take_along_axis(forward, perm, axis=0)
-        x = ops.take(table, ops.convert_to_tensor(np.stack([forward, backward]), "int32"), axis=0)
-        # Rows still running at the start of each chunk, as a branch: sizes[branch] >= running.
-        sizes = self._row_sizes(padded_rows)
-        running = inside[::k].sum(axis=1)
-        branch = np.searchsorted(sizes, running).astype(np.int32)
-        n_chunks = int(np.count_nonzero(running))
 
-        dtype = x.dtype
+        dtype = table.dtype
         if initial_state is None:
             state = self.zero_state(padded_rows, dtype)
         else:
@@ -236,38 +240,78 @@ class BiLSTM(keras.layers.Layer):
                 tuple(ops.pad(ops.take(ops.cast(s, dtype), sorted_rows, axis=1), extra) for s in pair)
                 for pair in initial_state
             ]
-        perm_t = ops.convert_to_tensor(perm)
-        lengths_t = ops.convert_to_tensor(full - 2, "int32")
+        state = [tuple(pair) for pair in state]
+        tensor = ops.convert_to_tensor
+        perm_t, lengths_t = tensor(perm), tensor(full - 2, "int32")
         if eager:
+            x = ops.take(table, tensor(np.stack([forward, backward]), "int32"), axis=0)
             outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist())
             outputs = self._assemble(outputs, perm_t, lengths_t)
+        elif packed:
+            outputs, final = self._run_packed(table, (forward, backward), inside, perm_t, lengths_t, state)
         else:
-            # TensorFlow, batches of up to SPLIT_ROWS: the directions one after the other
-            # (see `_infer_fn`), each direction's weights and inputs taken apart outside
-            # the graph, where slicing the leading axis shares memory (on JAX it copies).
-            split = keras.backend.backend() == "tensorflow" and padded_rows <= self.SPLIT_ROWS
-            weights = self._weight_values()
-            if split:
-                weights = [tuple(tuple(w[d] for w in group) for d in range(2)) for group in weights]
-                x = [x[0], x[1]]
-            infer_fn = compiled(
-                ("bilstm", self.options, k, split), functools.partial(_infer_fn, self.options, k, split)
-            )
+            x = ops.take(table, tensor(np.stack([forward, backward]), "int32"), axis=0)
+            # Rows still running at the start of each chunk, as a branch: sizes[branch] >= running.
+            running = inside[::k].sum(axis=1)
+            branch = np.searchsorted(self._row_sizes(padded_rows), running).astype(np.int32)
+            infer_fn = compiled(("bilstm", self.options, k), functools.partial(_infer_fn, self.options, k))
             outputs, final = infer_fn(
-                weights,
-                x,
-                ops.convert_to_tensor(inside),
-                perm_t,
-                lengths_t,
-                ops.convert_to_tensor(branch),
-                ops.convert_to_tensor(n_chunks, "int32"),
-                [tuple(pair) for pair in state],
+                self._weight_values(), x, tensor(inside), perm_t, lengths_t, tensor(branch),
+                tensor(int(np.count_nonzero(running)), "int32"), state,
             )
         # Back to the caller's row order.
         inverse = ops.convert_to_tensor(inverse, "int32")
         outputs = [ops.take(y, inverse, axis=0)[:, :steps] for y in outputs]
         final = [tuple(ops.take(s, inverse, axis=1) for s in pair) for pair in final]
         return outputs, final
+
+    def _run_packed(self, table, ids, inside, perm, lengths, state: State):
+        """`_infer_packed` (compiled) for the time-major table rows `ids` (forward,
+        backward) [S, B], the steps `inside` each row [S, B] and the per-row reversal
+        `perm`: plans the packed positions and their groups here, in numpy."""
+        rows = inside.shape[1]
+        running = inside.sum(axis=1)
+        n_steps = int(np.count_nonzero(running))
+        offsets = np.concatenate([[0], np.cumsum(running)[:-1]]).astype(np.int32)
+        total = int(running.sum())
+        # Groups of `group` packed positions, whose gates are one product each. A
+        # group's gates cover `rows` positions more, where its last step may end.
+        group = min(self.GATE_POSITIONS, bucket(total))
+        n_groups = -(-total // group)
+        padded_groups = bucket(n_groups)
+        positions = np.zeros(padded_groups * group + rows, dtype=np.int32)  # padding: any valid position
+        positions[:total] = np.flatnonzero(inside)  # step * rows + row, step after step
+        first = np.full(padded_groups + 1, n_steps, dtype=np.int32)  # each group's first step
+        first[:n_groups] = np.searchsorted(offsets[:n_steps], np.arange(n_groups) * group)
+        branch = np.searchsorted(self._row_sizes(rows), running).astype(np.int32)
+        x0 = ops.take(table, ops.convert_to_tensor(np.stack([i.reshape(-1)[positions] for i in ids])), axis=0)
+        feature_major = keras.backend.backend() == "jax"
+        if feature_major:
+            weights = self._transposed_weights()
+        else:  # slices of the leading axis share memory on TensorFlow
+            weights = [_directions(group) for group in self._weight_values()]
+        infer_fn = compiled(
+            ("bilstm-packed", self.options, feature_major, group),
+            functools.partial(_infer_packed, self.options, feature_major, group),
+        )
+        tensor = ops.convert_to_tensor
+        return infer_fn(
+            weights, x0, tensor(positions), tensor(offsets), tensor(running.astype(np.int32)),
+            tensor(branch), tensor(first), tensor(n_groups, "int32"), perm, lengths, state,
+        )
+
+    def _transposed_weights(self):
+        """Per layer and direction (input kernel, recurrent kernel^T, bias[, projection^T]):
+        copies, made once and kept while the variables hold the same values."""
+        values = [v.value for v in self.weights]
+        cache = self._transposed  # a plain holder: Keras would track a list attribute
+        if len(cache.values) != len(values) or any(a is not b for a, b in zip(cache.values, values)):
+            cache.weights = None  # free the old copies first
+            cache.values = values
+            cache.weights = [
+                tuple(_feature_major(d) for d in _directions(group)) for group in self._weight_values()
+            ]
+        return cache.weights
 
     def _run_torch(self, x, state: State, running: list[int]):
         """The layers on PyTorch (`torch_lstm_layer`): outputs [2, S, B, H] per layer and
@@ -336,30 +380,19 @@ def _per_direction_matmul(x, w):
     return ops.stack([ops.matmul(x[0], w[0]), ops.matmul(x[1], w[1])])
 
 
-def _infer_fn(
-    o: ELMoOptions, k: int, split: bool, weights, x, inside, perm, lengths, branch, n_chunks, state
-):
-    """The compiled body of `BiLSTM.infer`, for options `o` and chunks of `k` steps.
+def _infer_fn(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
+    """The compiled batched loop of `BiLSTM.infer` (TensorFlow, more than
+    `BiLSTM.SPLIT_ROWS` rows): both directions in each step, in chunks of `k` steps.
 
     x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
     inside [S, B]: the steps within each row; perm [S, B]: the per-row
-    reversal; lengths [B]; branch [S / k]: the row block of each chunk.
-
-    With `split` (TensorFlow, batches up to `BiLSTM.SPLIT_ROWS`), x and each
-    layer's weights come as one entry per direction and the directions run one
-    after the other, as in `torch_lstm_layer`, since one direction's kernels stay
-    in cache far better than both. Otherwise both directions run in the same
-    step: on JAX a direction's slice of a [2, ...] weight is a copy, and the split
-    measured 1.1x faster but held 230-290 MiB more at batch 64; on TensorFlow the
-    split held about 240 MiB more at batch 64, where steps gain least from it.
+    reversal; lengths [B]; branch [S / k]: the row block of each chunk. Each
+    chunk's input-to-gate products are one matrix product.
     """
-    if split:
-        return _infer_split(o, k, weights, x, inside, perm, lengths, branch, n_chunks, state)
     dtype = x.dtype
     _, padded_steps, padded_rows, _ = x.shape
     out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
     sizes = BiLSTM._row_sizes(padded_rows)
-    small_rows = 8 if keras.backend.backend() == "tensorflow" else 0
     outputs, final = [], []
     for layer, (w_in, w_rec, bias, *proj) in enumerate(weights):
         w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
@@ -372,7 +405,7 @@ def _infer_fn(
             x_chunk = ops.slice(x_in, (0, start, 0, 0), (2, k, rows, width))
             mask = ops.slice(inside, (start, 0), (k, rows))
             gates = ops.einsum("dtbi,dio->dtbo", x_chunk, w_in) + bias[:, None, None, :]
-            matmul = _per_direction_matmul if rows <= small_rows else ops.matmul
+            matmul = _per_direction_matmul if rows <= 8 else ops.matmul
 
             def one_step(step, carry):
                 c, h, y_chunk = carry
@@ -403,67 +436,6 @@ def _infer_fn(
     return BiLSTM._assemble(outputs, perm, lengths), final
 
 
-def _infer_split(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
-    """`_infer_fn` one direction at a time: x and each layer's weights are
-    `[forward, backward]`, with no direction axis."""
-    dtype = x[0].dtype
-    padded_steps, padded_rows, _ = x[0].shape
-    out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
-    sizes = BiLSTM._row_sizes(padded_rows)
-    outputs, final, previous = [], [], None
-    for layer, directions in enumerate(weights):
-        ys, cs, hs = [], [], []
-        for d, (w_in, w_rec, bias, *proj) in enumerate(directions):
-            w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
-            proj = ops.cast(proj[0], dtype) if proj else None
-            x_d, width = x[d], x[d].shape[-1]
-
-            def run_chunk(rows, start, c_all, h_all, x_d=x_d, w_in=w_in, w_rec=w_rec, bias=bias, proj=proj):
-                """Steps start .. start + k - 1 of the first `rows` rows (the others have ended)."""
-                c, h = c_all[:rows], h_all[:rows]
-                x_chunk = ops.slice(x_d, (start, 0, 0), (k, rows, width))
-                mask = ops.slice(inside, (start, 0), (k, rows))
-                gates = ops.reshape(
-                    ops.matmul(ops.reshape(x_chunk, (k * rows, width)), w_in) + bias, (k, rows, -1)
-                )
-
-                def one_step(step, carry):
-                    c, h, y_chunk = carry
-                    m = ops.take(mask, step, axis=0)[:, None]
-                    z = ops.take(gates, step, axis=0) + ops.matmul(h, w_rec)
-                    c_new, h_new = _lstm_cell(o, z, c, proj)
-                    y_new = ops.where(m, h_new, ops.zeros_like(h_new))[None]
-                    y_chunk = ops.slice_update(y_chunk, (step, 0, 0), y_new)
-                    return ops.where(m, c_new, c), ops.where(m, h_new, h), y_chunk
-
-                y_chunk = ops.zeros((k, rows, out_dim), dtype)
-                c, h, y_chunk = ops.fori_loop(0, k, one_step, (c, h, y_chunk))
-                if o.use_skip_connections and layer > 0:
-                    y_chunk = y_chunk + x_chunk
-                if rows < padded_rows:
-                    c = ops.concatenate([c, c_all[rows:]], axis=0)
-                    h = ops.concatenate([h, h_all[rows:]], axis=0)
-                    y_chunk = ops.pad(y_chunk, ((0, 0), (0, padded_rows - rows), (0, 0)))
-                return c, h, y_chunk
-
-            # Start only after the previous loop: the runtime would otherwise run the
-            # two directions side by side, with both directions' kernels in use.
-            c0, h0 = state[layer][0][d], state[layer][1][d]
-            if previous is not None:
-                c0, h0 = after((c0, h0), previous)
-            y = ops.zeros((padded_steps, padded_rows, out_dim), dtype)
-            c_d, h_d, y = _run_chunks(run_chunk, k, branch, sizes, n_chunks, (c0, h0, y))
-            previous = y
-            ys.append(y)
-            cs.append(c_d)
-            hs.append(h_d)
-        final.append((ops.stack(cs), ops.stack(hs)))
-        outputs.append(ops.stack(ys))
-        x = ys
-
-    return BiLSTM._assemble(outputs, perm, lengths), final
-
-
 def _run_chunks(run_chunk, k: int, branch, sizes: list[int], n_chunks, state):
     """The loop over chunks of `k` steps: chunk i runs `run_chunk(rows, start, c, h)`
     with rows = sizes[branch[i]] and writes its outputs into y at its steps.
@@ -485,16 +457,124 @@ def _run_chunks(run_chunk, k: int, branch, sizes: list[int], n_chunks, state):
     return while_chunks(chunk, n_chunks, state)
 
 
-def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul):
+def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul, feature_major: bool = False):
     """TensorFlow's `LSTMCell` update from the gate pre-activations z [..., 4C]:
-    returns the new cell and output (projected and clipped) before masking."""
-    i, j, f, g = ops.split(z, 4, axis=-1)
+    returns the new cell and output (projected and clipped) before masking.
+    `feature_major`: z is [4C, rows], c [C, rows] and proj is transposed [H, C]."""
+    i, j, f, g = ops.split(z, 4, axis=0 if feature_major else -1)
     c_new = ops.sigmoid(f + 1.0) * c + ops.sigmoid(i) * ops.tanh(j)
     if o.cell_clip is not None:
         c_new = ops.clip(c_new, -o.cell_clip, o.cell_clip)
     h_new = ops.sigmoid(g) * ops.tanh(c_new)
     if proj is not None:
-        h_new = matmul(h_new, proj)
+        h_new = matmul(proj, h_new) if feature_major else matmul(h_new, proj)
         if o.proj_clip is not None:
             h_new = ops.clip(h_new, -o.proj_clip, o.proj_clip)
     return c_new, h_new
+
+
+def _directions(weights):
+    """(forward, backward): each of a layer's weights split on its direction axis."""
+    return tuple(tuple(w[d] for w in weights) for d in range(2))
+
+
+def _feature_major(weights):
+    """One direction's (w_in, w_rec, bias[, proj]) with the recurrent and projection
+    kernels transposed (copies), for steps that compute W^T h^T."""
+    w_in, w_rec, bias, *proj = weights
+    return (w_in, ops.transpose(w_rec), bias, *(ops.transpose(p) for p in proj))
+
+
+def _infer_packed(
+    o: ELMoOptions, feature_major: bool, group: int,
+    weights, x0, positions, offsets, running, branch, first, n_groups, perm, lengths, state,
+):
+    """The compiled packed loop of `BiLSTM.infer`: one direction after the other, one
+    step at a time, the input-to-gate products of `group` positions at once.
+
+    weights: per layer, (forward, backward) tuples of its weights (with the
+    recurrent and projection kernels transposed if `feature_major`); x0 [2, N, P]:
+    layer 0's inputs at the running (step, row) positions, packed step after
+    step; positions [N]: those positions as step * B + row, which gather later
+    layers' inputs; offsets [S]: where each step starts in the packed order;
+    running [S]: the rows running at each step (a leading block); branch [S]:
+    the row block computed at each step; first [groups + 1]: each group's first
+    step; perm, lengths: as `BiLSTM._assemble` takes them; state: (c, h) per
+    layer, [2, B, C] and [2, B, H].
+
+    A group's gates ([group + B, 4C]) reach B positions past its end, where its
+    last step may end. Rows of a step's block past `running` compute on other
+    positions' gates and are masked. With `feature_major` the state is kept as
+    [C, B] and [H, B] and a step computes W^T h^T.
+    """
+    dtype = x0.dtype
+    steps, rows_all = offsets.shape[0], state[0][0].shape[1]
+    out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
+    gate_width = 4 * o.lstm_dim
+    sizes = BiLSTM._row_sizes(rows_all)
+    span = group + rows_all
+    outputs, final, x, previous = [], [], None, None
+    for layer, directions in enumerate(weights):
+        ys, cs, hs = [], [], []
+        for d, (w_in, w_rec, bias, *proj) in enumerate(directions):
+            w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
+            proj = ops.cast(proj[0], dtype) if proj else None
+            x_flat = None if layer == 0 else ops.reshape(x[d], (steps * rows_all, -1))
+
+            def step_fn(rows, t, gates, base, c_all, h_all, w_rec=w_rec, proj=proj):
+                """Step t of the first `rows` rows: the new (c, h) of all rows and the
+                step's outputs [B, H]."""
+                z = ops.slice(gates, (offsets[t] - base, 0), (rows, gate_width))
+                m = ops.arange(rows) < running[t]
+                if feature_major:
+                    c, h, m = c_all[:, :rows], h_all[:, :rows], m[None, :]
+                    z = ops.transpose(z) + ops.matmul(w_rec, h)
+                else:
+                    c, h, m = c_all[:rows], h_all[:rows], m[:, None]
+                    z = z + ops.matmul(h, w_rec)
+                c_new, h_new = _lstm_cell(o, z, c, proj, feature_major=feature_major)
+                y = ops.where(m, h_new, ops.zeros_like(h_new))
+                y = ops.transpose(y) if feature_major else y
+                if rows < rows_all:
+                    y = ops.pad(y, ((0, rows_all - rows), (0, 0)))
+                c_all = ops.slice_update(c_all, (0, 0), ops.where(m, c_new, c))
+                h_all = ops.slice_update(h_all, (0, 0), ops.where(m, h_new, h))
+                return c_all, h_all, y
+
+            def group_fn(g, carry, d=d, x_flat=x_flat, w_in=w_in, bias=bias, step_fn=step_fn):
+                base = g * group
+                if x_flat is None:
+                    x_g = ops.slice(x0[d], (base, 0), (span, x0.shape[-1]))
+                else:
+                    x_g = ops.take(x_flat, ops.slice(positions, (base,), (span,)), axis=0)
+                gates = ops.matmul(x_g, w_in) + bias
+
+                def one_step(t, carry):
+                    # The outputs are written outside the branches: passing y through
+                    # them made XLA copy it at every step (1.6x slower on JAX).
+                    c_all, h_all, y = carry
+                    steps_by_rows = [functools.partial(step_fn, rows, t, gates, base) for rows in sizes]
+                    c_all, h_all, y_t = ops.switch(branch[t], steps_by_rows, c_all, h_all)
+                    return c_all, h_all, ops.slice_update(y, (t, 0, 0), y_t[None])
+
+                return ops.fori_loop(first[g], first[g + 1], one_step, carry)
+
+            c, h = state[layer][0][d], state[layer][1][d]
+            if feature_major:
+                c, h = ops.transpose(c), ops.transpose(h)
+            if previous is not None:  # else TensorFlow runs both directions side by side
+                c, h = after((c, h), previous)
+            y = ops.zeros((steps, rows_all, out_dim), dtype)
+            c, h, y = while_chunks(group_fn, n_groups, (c, h, y))
+            if feature_major:
+                c, h = ops.transpose(c), ops.transpose(h)
+            if o.use_skip_connections and layer > 0:
+                y = y + x[d]  # the previous layer's outputs: zero past each row's end
+            previous = y
+            ys.append(y)
+            cs.append(c)
+            hs.append(h)
+        final.append((ops.stack(cs), ops.stack(hs)))
+        outputs.append(ops.stack(ys))
+        x = ys
+    return BiLSTM._assemble(outputs, perm, lengths), final

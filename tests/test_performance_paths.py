@@ -104,20 +104,37 @@ def test_shorter_chunks_for_large_batches(gate_rows, monkeypatch):
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(7), 9, max_len=20))
     want = _reference(layer, ids, monkeypatch)
-    monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # compiled: chunks of 1 and 2 steps
-    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", gate_rows)  # PyTorch: 1 (fewer than a step's rows) or a few steps
+    monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # batched (TF, many rows): chunks of 1 and 2 steps
+    # Packed: groups of 8 positions (fewer than a step's rows: some groups hold no
+    # step's start) or of 40 (steps cross the groups' ends).
+    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", gate_rows)
+    monkeypatch.setattr(BiLSTM, "SPLIT_ROWS", 0 if gate_rows == 8 else 64)  # TensorFlow: both loops
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
 @pytest.mark.parametrize("split_rows", [0, 64])
 def test_directions_in_one_step_or_one_after_the_other(split_rows, monkeypatch):
-    """TensorFlow runs the directions one after the other up to SPLIT_ROWS rows and in
-    one step above; both give the traced path's numbers (other backends ignore it)."""
+    """TensorFlow runs the packed loop (directions one after the other) up to SPLIT_ROWS
+    rows and the batched one above; both give the traced path's numbers (other
+    backends always run one loop)."""
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(9), 5, max_len=20))
     want = _reference(layer, ids, monkeypatch)
     monkeypatch.setattr(BiLSTM, "SPLIT_ROWS", split_rows)
     _assert_close(_fast(layer, ids, monkeypatch), want)
+
+
+def test_new_weight_values_reach_the_fast_path(monkeypatch):
+    """The fast path keeps per-direction copies of the kernels on JAX: assigning new
+    values to the variables (loading other weights) must replace them."""
+    options = VARIANTS["skip-projection"]
+    layer = _layer(options)
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(10), 4, max_len=12))
+    before = _fast(layer, ids, monkeypatch)
+    assign_bilm_weights(layer.char_encoder, layer.bilstm, ref.random_weights(options, 11))
+    after = _fast(layer, ids, monkeypatch)
+    assert not np.allclose(after["lstm_outputs2"], before["lstm_outputs2"])
+    _assert_close(after, _reference(layer, ids, monkeypatch))
 
 
 def test_char_encoder_in_several_calls(monkeypatch):
