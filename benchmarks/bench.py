@@ -242,10 +242,12 @@ STEP_ROWS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[int, float]:
-    """Seconds per recurrent step of one direction (h @ W_rec, then the projection), by
-    rows, with the backend's matmul. A step must read its direction's weights (40 MB for
-    the original model), so with few rows its time is set by memory bandwidth, not by
-    the matmul rate: this is the floor under the biLSTM's sequential part."""
+    """Seconds per recurrent step of one direction (the recurrent product, then the
+    projection), by rows, with the backend's matmul: the faster of h W (rows-major) and
+    W^T h^T (feature-major, transposed kernels), since their speeds differ by backend
+    and rows. A step must read its direction's weights (40 MB for the original model),
+    so with few rows its time is set by memory bandwidth more than by the matmul rate:
+    this is the floor under the biLSTM's sequential part."""
     import keras
     from keras_elmo.options import ELMoOptions
 
@@ -254,35 +256,47 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
     rng = np.random.default_rng(0)
     w_rec = rng.standard_normal((out, 4 * o.lstm_dim), dtype=np.float32) * 0.02
     w_proj = rng.standard_normal((o.lstm_dim, out), dtype=np.float32) * 0.02
+    kernels = {"rows": (w_rec, w_proj), "features": (np.ascontiguousarray(w_rec.T), np.ascontiguousarray(w_proj.T))}
+    cells = o.lstm_dim
+
+    # The four gates are summed, as the cell combines them: a slice of the product would
+    # let XLA compute only that slice.
+    def rows_major(mm, w, p):
+        return lambda h: mm(keras.ops.sum(keras.ops.reshape(mm(h, w), (-1, 4, cells)), axis=1), p)
+
+    def feature_major(mm, w, p):
+        return lambda h: mm(p, keras.ops.sum(keras.ops.reshape(mm(w, h), (4, cells, -1)), axis=0))
+
     backend = keras.backend.backend()
     if backend == "torch":
         import torch
 
-        w_rec, w_proj = torch.from_numpy(w_rec), torch.from_numpy(w_proj)
-        step, put, done = lambda h: torch.mm(torch.mm(h, w_rec)[:, : o.lstm_dim], w_proj), torch.from_numpy, lambda x: x
+        put, done, jit, mm = torch.from_numpy, (lambda x: x), (lambda f: f), torch.mm
     elif backend == "jax":
         import jax
 
-        w_rec, w_proj = jax.device_put(w_rec), jax.device_put(w_proj)
-        step = jax.jit(lambda h: ((h @ w_rec)[:, : o.lstm_dim] @ w_proj))
-        put, done = jax.device_put, lambda x: x.block_until_ready()
+        put, done, jit, mm = jax.device_put, (lambda x: x.block_until_ready()), jax.jit, (lambda a, b: a @ b)
     else:
         import tensorflow as tf
 
-        w_rec, w_proj = tf.constant(w_rec), tf.constant(w_proj)
-        step = tf.function(lambda h: tf.matmul(tf.matmul(h, w_rec)[:, : o.lstm_dim], w_proj))
-        put, done = tf.constant, lambda x: x.numpy()
+        put, done, jit, mm = tf.constant, (lambda x: x.numpy()), tf.function, tf.matmul
+    steps_by_layout = {
+        layout: jit(make(mm, *(put(k) for k in kernels[layout])))
+        for layout, make in (("rows", rows_major), ("features", feature_major))
+    }
     seconds = {}
     for rows in STEP_ROWS:
-        h = put(rng.standard_normal((rows, out), dtype=np.float32))
-        done(step(h))
+        h = rng.standard_normal((rows, out), dtype=np.float32)
         best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                y = step(h)
-            done(y)
-            best = min(best, (time.perf_counter() - start) / steps)
+        for layout, step in steps_by_layout.items():
+            x = put(h if layout == "rows" else np.ascontiguousarray(h.T))
+            done(step(x))
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    y = step(x)
+                done(y)
+                best = min(best, (time.perf_counter() - start) / steps)
         seconds[rows] = best
     return seconds
 

@@ -6,10 +6,12 @@ directions run, and the boundaries are stripped again. The cell is TensorFlow's
 added to the forget gate, cell and projection clipping. With skip connections,
 layers after the first add their input to their output.
 
-For speed the input-to-gate products of all time steps are one matrix product
+In `call` the input-to-gate products of all time steps are one matrix product
 per layer, both directions run in the same loop step (batched on a leading
 direction axis), and the backward direction works in reversed time throughout,
-so that nothing is reversed between layers. Steps past a row's end leave its
+so that nothing is reversed between layers. `infer`, the inference path for
+concrete inputs, runs the directions one after the other on packed positions
+(see its docstring). Steps past a row's end leave its
 state unchanged (`tf.nn.dynamic_rnn` semantics), which reversing the whole
 padded sequence then makes equivalent to `tf.reverse_sequence`.
 """
