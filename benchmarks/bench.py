@@ -432,7 +432,8 @@ def main(argv=None) -> int:
           f"LSTM {flops['lstm'] / 1e6:.1f})")
     print("# float32 matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     step_flops = lstm_flops(options)["step"]
-    print("# one recurrent step, one direction (h @ W_rec, projection): ms (GFLOP/s) by rows: "
+    print("# one recurrent step, one direction (recurrent product and projection, the faster of"
+          " h W and W^T h^T): ms (GFLOP/s) by rows: "
           + ", ".join(f"{r}: {1e3 * t:.2f} ({r * step_flops / t / 1e9:.0f})" for r, t in step_s.items()))
     print(f"# baseline RSS after loading: {current_rss_mib():.0f} MiB")
 
