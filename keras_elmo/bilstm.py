@@ -169,6 +169,10 @@ class BiLSTM(keras.layers.Layer):
     #: in chunks of up to CHUNK steps with the gates of at most GATE_ROWS rows: the
     #: packed loop held about 290 MiB more at batch 64 there (1822 vs 1538 MiB).
     SPLIT_ROWS = 32
+    #: ... and for sentences of up to SPLIT_STEPS - 2 tokens: TensorFlow's packed loop
+    #: held about 190 KiB more per step (a 1,000-token sentence peaked at 1483 MiB
+    #: against 1295 with the batched loop, whose memory stays flat with length).
+    SPLIT_STEPS = 256
     CHUNK = 8
     GATE_ROWS = 256
 
@@ -210,7 +214,9 @@ class BiLSTM(keras.layers.Layer):
         backend = keras.backend.backend()
         eager = backend == "torch"  # nothing compiled: no shapes to bucket
         padded_rows = batch if eager else bucket(batch)
-        packed = eager or backend == "jax" or padded_rows <= self.SPLIT_ROWS
+        packed = eager or backend == "jax" or (
+            padded_rows <= self.SPLIT_ROWS and steps + 2 <= self.SPLIT_STEPS
+        )
         k = 1
         if not packed:
             k = max(1, min(self.CHUNK, self.GATE_ROWS // padded_rows))
@@ -389,7 +395,8 @@ def _per_direction_matmul(x, w):
 
 def _infer_fn(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
     """The compiled batched loop of `BiLSTM.infer` (TensorFlow, more than
-    `BiLSTM.SPLIT_ROWS` rows): both directions in each step, in chunks of `k` steps.
+    `BiLSTM.SPLIT_ROWS` rows or `BiLSTM.SPLIT_STEPS` steps): both directions in each
+    step, in chunks of `k` steps.
 
     x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
     inside [S, B]: the steps within each row; perm [S, B]: the per-row
