@@ -9,11 +9,11 @@ layers after the first add their input to their output.
 In `call` the input-to-gate products of all time steps are one matrix product
 per layer, both directions run in the same loop step (batched on a leading
 direction axis), and the backward direction works in reversed time throughout,
-so that nothing is reversed between layers. `infer`, the inference path for
-concrete inputs, runs the directions one after the other on packed positions
-(see its docstring). Steps past a row's end leave its
+so that nothing is reversed between layers. Steps past a row's end leave its
 state unchanged (`tf.nn.dynamic_rnn` semantics), which reversing the whole
-padded sequence then makes equivalent to `tf.reverse_sequence`.
+padded sequence then makes equivalent to `tf.reverse_sequence`. `infer`, the
+inference path for concrete inputs, runs the directions one after the other on
+packed positions (see its docstring).
 """
 
 from __future__ import annotations
@@ -161,8 +161,8 @@ class BiLSTM(keras.layers.Layer):
     # ------------------------------------------------------------------ inference path
     #: The input-to-gate products of up to this many running (step, row) positions
     #: are one matrix product, packed step after step (64 MiB of gates for the
-    #: original model): the input kernel is read once per 1024 positions, and no
-    #: product is spent on rows that have ended.
+    #: original model): the input kernel is read once per 1024 positions, and the
+    #: products skip the rows that have ended.
     GATE_POSITIONS = 1024
     #: TensorFlow runs the packed loop, one direction after the other, for batches
     #: of up to this many rows. Larger batches run both directions in each step,
