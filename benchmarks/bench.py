@@ -305,8 +305,9 @@ def ceiling_tokens_per_s(options, batches, flops: dict, rate_gflops: float, step
     """Tokens/s that no implementation of the same computation exceeds on this machine:
     every recurrent step takes at least `step_s` for its running rows (one step per
     position of the longest sentence, rows ending as sentences end, both directions,
-    every layer; times interpolated between the measured rows), and the rest (the char CNN and highway on each distinct token, the
-    input-to-gate products) runs at the full matmul rate."""
+    every layer; times interpolated between the measured rows), and the rest (the
+    char CNN and highway on each distinct token, the input-to-gate products) runs at
+    the full matmul rate."""
     o = options
     gate_flops = lstm_flops(o)["inputs"]
     per_token = flops["char_cnn"] + flops["highway"] + flops["projection"]
