@@ -27,8 +27,20 @@ import numpy as np
 from keras import ops
 
 from keras_elmo.options import ELMoOptions
-from keras_elmo.recurrence import after, bucket, compiled, scan, torch_lstm_layer, while_chunks
-from keras_elmo.weights import initializer_for
+from keras_elmo.recurrence import (
+    after,
+    bucket,
+    compiled,
+    count_loop,
+    scan,
+    stacked,
+    step_outputs,
+    torch_lstm_layer,
+    update_leading,
+    while_chunks,
+    write_step,
+)
+from keras_elmo.weights import initializer_for, weights_fingerprint
 
 #: LSTM state: for each layer, (c [2, batch, cell_dim], h [2, batch, output_dim]),
 #: direction 0 forward, 1 backward.
@@ -52,7 +64,7 @@ class BiLSTM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.options = options if isinstance(options, ELMoOptions) else ELMoOptions.from_dict(options)
         self.weights_trainable = weights_trainable
-        self._transposed = types.SimpleNamespace(values=[], weights=None)
+        self._transposed = types.SimpleNamespace(key=None, weights=None)
 
     @property
     def output_dim(self) -> int:
@@ -164,17 +176,12 @@ class BiLSTM(keras.layers.Layer):
     #: original model): the input kernel is read once per 1024 positions, and the
     #: products skip the rows that have ended.
     GATE_POSITIONS = 1024
-    #: TensorFlow runs the packed loop, one direction after the other, for batches
-    #: of up to this many rows. Larger batches run both directions in each step,
-    #: in chunks of up to CHUNK steps with the gates of at most GATE_ROWS rows: the
-    #: packed loop held about 290 MiB more at batch 64 there (1822 vs 1538 MiB).
-    SPLIT_ROWS = 32
-    #: ... and for sentences of up to SPLIT_STEPS - 2 tokens: TensorFlow's packed loop
-    #: held about 190 KiB more per step (a 1,000-token sentence peaked at 1483 MiB
-    #: against 1295 with the batched loop, whose memory stays flat with length).
-    SPLIT_STEPS = 256
-    CHUNK = 8
-    GATE_ROWS = 256
+    #: TensorFlow compiles the loop with XLA, steps computing W^T h^T as on JAX:
+    #: 1.3-1.4x faster on CPU than its graph mode (h W steps with oneDNN), for
+    #: about 0.35 GiB more memory (transposed copies of the recurrent and
+    #: projection kernels, 160 MB for the original model, and XLA's compiler).
+    #: False selects the graph mode.
+    TENSORFLOW_XLA = True
 
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model: compiled on bucketed
@@ -202,27 +209,19 @@ class BiLSTM(keras.layers.Layer):
         The directions run one after the other (`_infer_packed`, `torch_lstm_layer`):
         a step with few rows is bound by reading its direction's recurrent and
         projection kernels (40 MB for the original model), which stay in cache far
-        better than both directions' do. On JAX each step computes W^T h^T with
-        transposed copies of those kernels (`_transposed_weights`), for which
-        XLA's CPU product measured 1.5-1.6x faster at 8-32 rows than h W.
+        better than both directions' do. On JAX and TensorFlow the loop is compiled
+        with XLA (`TENSORFLOW_XLA`) and each step computes W^T h^T with transposed
+        copies of those kernels (`_transposed_weights`), for which XLA's CPU
+        product measured 1.5-1.7x faster at 8-32 rows than h W.
         The input-to-gate products of up to GATE_POSITIONS running positions are
         one matrix product (`_run_packed`).
         """
         batch, steps = index.shape
         pad, bos, eos = rows
         lengths = np.asarray(lengths, dtype=np.int64)
-        backend = keras.backend.backend()
-        eager = backend == "torch"  # nothing compiled: no shapes to bucket
+        eager = keras.backend.backend() == "torch"  # nothing compiled: no shapes to bucket
         padded_rows = batch if eager else bucket(batch)
-        packed = eager or backend == "jax" or (
-            padded_rows <= self.SPLIT_ROWS and steps + 2 <= self.SPLIT_STEPS
-        )
-        k = 1
-        if not packed:
-            k = max(1, min(self.CHUNK, self.GATE_ROWS // padded_rows))
-            k = 1 << (k.bit_length() - 1)  # a power of two: few compiled variants
-        # <S> tokens </S>; compiled: bucketed, in whole chunks of k steps.
-        padded_steps = steps + 2 if eager else bucket(-(-(steps + 2) // k)) * k
+        padded_steps = steps + 2 if eager else bucket(steps + 2)  # <S> tokens </S>
 
         order = np.argsort(-lengths, kind="stable")  # longest first
         inverse = np.argsort(order)
@@ -239,6 +238,7 @@ class BiLSTM(keras.layers.Layer):
         # also maps the backward outputs back to forward time.
         perm = np.where(inside, full[None, :] - 1 - t, t).astype(np.int32)
         backward = np.take_along_axis(forward, perm, axis=0)
+        out_index, out_lengths = self._output_index(perm, inverse, lengths)
 
         dtype = table.dtype
         if initial_state is None:
@@ -252,33 +252,40 @@ class BiLSTM(keras.layers.Layer):
             ]
         state = [tuple(pair) for pair in state]
         tensor = ops.convert_to_tensor
-        perm_t, lengths_t = tensor(perm), tensor(full - 2, "int32")
+        index_t, lengths_t = tensor(out_index), tensor(out_lengths)
         if eager:
             x = ops.take(table, tensor(np.stack([forward, backward]), "int32"), axis=0)
             outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist())
-            outputs = self._assemble(outputs, perm_t, lengths_t)
-        elif packed:
-            outputs, final = self._run_packed(table, (forward, backward), inside, perm_t, lengths_t, state)
+            outputs = self._assemble(outputs, index_t, lengths_t)
         else:
-            x = ops.take(table, tensor(np.stack([forward, backward]), "int32"), axis=0)
-            # Rows still running at the start of each chunk, as a branch: sizes[branch] >= running.
-            running = inside[::k].sum(axis=1)
-            branch = np.searchsorted(self._row_sizes(padded_rows), running).astype(np.int32)
-            infer_fn = compiled(("bilstm", self.options, k), functools.partial(_infer_fn, self.options, k))
-            outputs, final = infer_fn(
-                self._weight_values(), x, tensor(inside), perm_t, lengths_t, tensor(branch),
-                tensor(int(np.count_nonzero(running)), "int32"), state,
-            )
-        # Back to the caller's row order.
+            outputs, final = self._run_packed(table, (forward, backward), inside, index_t, lengths_t, state)
+        if outputs[0].shape[:2] != (batch, steps):  # padded rows and tokens
+            outputs = [y[:batch, :steps] for y in outputs]
+        # The state back to the caller's row order (the outputs are already).
         inverse = ops.convert_to_tensor(inverse, "int32")
-        outputs = [ops.take(y, inverse, axis=0)[:, :steps] for y in outputs]
         final = [tuple(ops.take(s, inverse, axis=1) for s in pair) for pair in final]
         return outputs, final
 
-    def _run_packed(self, table, ids, inside, perm, lengths, state: State):
+    @staticmethod
+    def _output_index(perm: np.ndarray, inverse: np.ndarray, lengths: np.ndarray):
+        """For `_assemble`: the flat position (step * B + row) in each direction's
+        outputs [S, B] of token t (step t + 1) of each row, rows in the caller's
+        order then the padding rows, [2, B * (S - 2)]; and the rows' lengths [B]."""
+        padded_steps, padded_rows = perm.shape
+        batch = len(inverse)
+        rows = np.arange(padded_rows)
+        rows[:batch] = inverse  # where each of the caller's rows was sorted to
+        steps = np.arange(1, padded_steps - 1)[None, :]
+        forward = steps * padded_rows + rows[:, None]
+        backward = perm[steps, rows[:, None]] * padded_rows + rows[:, None]
+        out_lengths = np.zeros(padded_rows, np.int32)
+        out_lengths[:batch] = lengths
+        return np.stack([forward.reshape(-1), backward.reshape(-1)]).astype(np.int32), out_lengths
+
+    def _run_packed(self, table, ids, inside, index, lengths, state: State):
         """`_infer_packed` (compiled) for the time-major table rows `ids` (forward,
-        backward) [S, B], the steps `inside` each row [S, B] and the per-row reversal
-        `perm`: plans the packed positions and their groups here, in numpy."""
+        backward) [S, B] and the steps `inside` each row [S, B] (`index`, `lengths`:
+        for `_assemble`): plans the packed positions and their groups here, in numpy."""
         rows = inside.shape[1]
         running = inside.sum(axis=1)
         n_steps = int(np.count_nonzero(running))
@@ -295,7 +302,8 @@ class BiLSTM(keras.layers.Layer):
         first[:n_groups] = np.searchsorted(offsets[:n_steps], np.arange(n_groups) * group)
         branch = np.searchsorted(self._row_sizes(rows), running).astype(np.int32)
         x0 = ops.take(table, ops.convert_to_tensor(np.stack([i.reshape(-1)[positions] for i in ids])), axis=0)
-        feature_major = keras.backend.backend() == "jax"
+        backend = keras.backend.backend()
+        feature_major = backend == "jax" or (backend == "tensorflow" and self.TENSORFLOW_XLA)
         if feature_major:
             weights = self._transposed_weights()
         else:  # slices of the leading axis share memory on TensorFlow
@@ -303,32 +311,43 @@ class BiLSTM(keras.layers.Layer):
         infer_fn = compiled(
             ("bilstm-packed", self.options, feature_major, group),
             functools.partial(_infer_packed, self.options, feature_major, group),
+            xla=feature_major,
         )
         tensor = ops.convert_to_tensor
         return infer_fn(
             weights, x0, tensor(positions), tensor(offsets), tensor(running.astype(np.int32)),
-            tensor(branch), tensor(first), tensor(n_groups, "int32"), perm, lengths, state,
+            tensor(branch), tensor(first), tensor(n_groups, "int32"), index, lengths, state,
         )
 
     def _transposed_weights(self):
-        """Per layer and direction (input kernel, recurrent kernel^T, bias[, projection^T]):
-        copies (302 MB for the original model), made once and kept while the variables
-        hold the same values. On JAX a direction's slice of a [2, ...] weight is a copy
-        either way: made inside the compiled function, the copies of the input kernels
-        held as much memory during a call (temp 130 -> 258 MiB at batch 64)."""
-        values = [v.value for v in self.weights]
+        """Per layer and direction (input kernel, recurrent kernel^T, bias[, projection^T]),
+        made once and kept while the variables hold the same values (the same value
+        objects on JAX, the same `weights_fingerprint` on TensorFlow, whose variables
+        are updated in place). The transposed kernels are copies (160 MB for the
+        original model); on JAX the input kernels and biases are too (302 MB in all),
+        as a direction's slice of a [2, ...] weight is a copy either way: made inside
+        the compiled function, the copies of the input kernels held as much memory
+        during a call (temp 130 -> 258 MiB at batch 64). TensorFlow's slices of the
+        leading axis share the variables' memory."""
         cache = self._transposed  # a plain holder: Keras would track a list attribute
-        if len(cache.values) != len(values) or any(a is not b for a, b in zip(cache.values, values)):
+        if keras.backend.backend() == "tensorflow":
+            key = weights_fingerprint(self.weights)
+            same = key == cache.key
+        else:
+            key = [v.value for v in self.weights]
+            same = isinstance(cache.key, list) and len(cache.key) == len(key)
+            same = same and all(a is b for a, b in zip(cache.key, key))
+        if not same:
             cache.weights = None  # free the old copies first
-            cache.values = values
+            cache.key = key
             cache.weights = [
                 tuple(_feature_major(d) for d in _directions(layer)) for layer in self._weight_values()
             ]
         return cache.weights
 
     def _run_torch(self, x, state: State, running: list[int]):
-        """The layers on PyTorch (`torch_lstm_layer`): outputs [2, S, B, H] per layer and
-        the final state, in each row's own time."""
+        """The layers on PyTorch (`torch_lstm_layer`): outputs (forward, backward)
+        [S, B, H] per layer and the final state, in each row's own time."""
         o = self.options
         outputs, final = [], []
         for layer, kernels in enumerate(self._weight_values()):
@@ -341,7 +360,7 @@ class BiLSTM(keras.layers.Layer):
             if o.use_skip_connections and layer > 0:
                 y = y + x
             final.append(carry)
-            outputs.append(y)
+            outputs.append((y[0], y[1]))
             x = y
         return outputs, final
 
@@ -366,109 +385,33 @@ class BiLSTM(keras.layers.Layer):
         return values
 
     @staticmethod
-    def _assemble(outputs, perm, lengths):
-        """Layer outputs [2, S, B, H] in each row's own time -> [B, S - 2, 2H] in forward
-        time, without `<S>` and each row's `</S>`."""
-        padded_tokens = outputs[0].shape[1] - 2
-        dtype = outputs[0].dtype
-        token_mask = ops.cast(ops.arange(padded_tokens)[None, :] < lengths[:, None], dtype)[:, :, None]
+    def _assemble(outputs, index, lengths):
+        """Layer outputs in each row's own time -> [R, T, 2H] in forward time and the
+        caller's row order, without `<S>` and each row's `</S>`.
+
+        outputs: per layer, (forward, backward) [S, B, H]; index [2, R * T]: the
+        flat position (step * B + row) of each output token in each direction
+        (`_output_index`); lengths [R]: real tokens per output row. Two gathers
+        per layer: no [S, B, H]-sized index, transpose or reordering copy, which
+        at batch 64 held tens of MB each at once (TensorFlow keeps its peak).
+        """
+        rows = lengths.shape[0]
+        tokens = index.shape[1] // rows
+        dtype = outputs[0][0].dtype
+        mask = ops.cast(ops.arange(tokens)[None, :] < lengths[:, None], dtype)[:, :, None]
         results = []
-        for y in outputs:
-            index = ops.broadcast_to(perm[:, :, None], y[1].shape)
-            backward = ops.take_along_axis(y[1], index, axis=0)
-            both = ops.concatenate([y[0], backward], axis=-1)  # [S, B, 2H]
-            both = ops.transpose(both, (1, 0, 2))[:, 1 : padded_tokens + 1]
-            results.append(both * token_mask)
+        for pair in outputs:
+            both = [
+                ops.take(ops.reshape(y, (-1, y.shape[-1])), index[d], axis=0) for d, y in enumerate(pair)
+            ]
+            both = ops.reshape(ops.concatenate(both, axis=-1), (rows, tokens, -1))
+            results.append(both * mask)
         return results
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(options=self.options.to_dict(), weights_trainable=self.weights_trainable)
         return config
-
-
-def _per_direction_matmul(x, w):
-    """`ops.matmul(x, w)` for x [2, rows, in], w [2, in, out] as two plain products.
-    TensorFlow's (oneDNN's) batched product takes twice as long for a few rows."""
-    return ops.stack([ops.matmul(x[0], w[0]), ops.matmul(x[1], w[1])])
-
-
-def _infer_fn(o: ELMoOptions, k: int, weights, x, inside, perm, lengths, branch, n_chunks, state):
-    """The compiled batched loop of `BiLSTM.infer` (TensorFlow, more than
-    `BiLSTM.SPLIT_ROWS` rows or `BiLSTM.SPLIT_STEPS` steps): both directions in each
-    step, in chunks of `k` steps.
-
-    x [2, S, B, P]: time-major inputs, rows sorted by length (longest first);
-    inside [S, B]: the steps within each row; perm [S, B]: the per-row
-    reversal; lengths [B]; branch [S / k]: the row block of each chunk. Each
-    chunk's input-to-gate products are one matrix product.
-    """
-    dtype = x.dtype
-    _, padded_steps, padded_rows, _ = x.shape
-    out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
-    sizes = BiLSTM._row_sizes(padded_rows)
-    outputs, final = [], []
-    for layer, (w_in, w_rec, bias, *proj) in enumerate(weights):
-        w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
-        proj = ops.cast(proj[0], dtype) if proj else None
-        x_in, width = x, x.shape[-1]
-
-        def run_chunk(rows, start, c_all, h_all):
-            """Steps start .. start + k - 1 of the first `rows` rows (the others have ended)."""
-            c, h = c_all[:, :rows], h_all[:, :rows]
-            x_chunk = ops.slice(x_in, (0, start, 0, 0), (2, k, rows, width))
-            mask = ops.slice(inside, (start, 0), (k, rows))
-            gates = ops.einsum("dtbi,dio->dtbo", x_chunk, w_in) + bias[:, None, None, :]
-            matmul = _per_direction_matmul if rows <= 8 else ops.matmul
-
-            def one_step(step, carry):
-                c, h, y_chunk = carry
-                m = ops.take(mask, step, axis=0)[None, :, None]
-                z = ops.take(gates, step, axis=1) + matmul(h, w_rec)
-                c_new, h_new = _lstm_cell(o, z, c, proj, matmul)
-                y_new = ops.where(m, h_new, ops.zeros_like(h_new))[:, None]
-                y_chunk = ops.slice_update(y_chunk, (0, step, 0, 0), y_new)
-                return ops.where(m, c_new, c), ops.where(m, h_new, h), y_chunk
-
-            # A loop, not k unrolled steps: as fast, and half the compile time.
-            y_chunk = ops.zeros((2, k, rows, out_dim), dtype)
-            c, h, y_chunk = ops.fori_loop(0, k, one_step, (c, h, y_chunk))
-            if o.use_skip_connections and layer > 0:
-                y_chunk = y_chunk + x_chunk
-            if rows < padded_rows:
-                c = ops.concatenate([c, c_all[:, rows:]], axis=1)
-                h = ops.concatenate([h, h_all[:, rows:]], axis=1)
-                y_chunk = ops.pad(y_chunk, ((0, 0), (0, 0), (0, padded_rows - rows), (0, 0)))
-            return c, h, y_chunk
-
-        y = ops.zeros((2, padded_steps, padded_rows, out_dim), dtype)
-        c_all, h_all, y = _run_chunks(run_chunk, k, branch, sizes, n_chunks, (*state[layer], y))
-        final.append((c_all, h_all))
-        outputs.append(y)
-        x = y
-
-    return BiLSTM._assemble(outputs, perm, lengths), final
-
-
-def _run_chunks(run_chunk, k: int, branch, sizes: list[int], n_chunks, state):
-    """The loop over chunks of `k` steps: chunk i runs `run_chunk(rows, start, c, h)`
-    with rows = sizes[branch[i]] and writes its outputs into y at its steps.
-
-    `state` is `(c, h, y)`, y with time as its third axis from the end."""
-
-    def chunk(i, carry):
-        c_all, h_all, y = carry
-        start = i * k
-        c_all, h_all, y_chunk = ops.switch(
-            branch[i],
-            [lambda c, h, rows=rows: run_chunk(rows, start, c, h) for rows in sizes],
-            c_all,
-            h_all,
-        )
-        index = (0,) * (len(y.shape) - 3) + (start, 0, 0)
-        return c_all, h_all, ops.slice_update(y, index, y_chunk)
-
-    return while_chunks(chunk, n_chunks, state)
 
 
 def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul, feature_major: bool = False):
@@ -501,7 +444,7 @@ def _feature_major(weights):
 
 def _infer_packed(
     o: ELMoOptions, feature_major: bool, group: int,
-    weights, x0, positions, offsets, running, branch, first, n_groups, perm, lengths, state,
+    weights, x0, positions, offsets, running, branch, first, n_groups, index, lengths, state,
 ):
     """The compiled packed loop of `BiLSTM.infer`: one direction after the other, one
     step at a time, the input-to-gate products of `group` positions at once.
@@ -513,7 +456,7 @@ def _infer_packed(
     layers' inputs; offsets [S]: where each step starts in the packed order;
     running [S]: the rows running at each step (a leading block); branch [S]:
     the row block computed at each step; first [groups + 1]: each group's first
-    step; perm, lengths: as `BiLSTM._assemble` takes them; state: (c, h) per
+    step; index, lengths: as `BiLSTM._assemble` takes them; state: (c, h) per
     layer, [2, B, C] and [2, B, H].
 
     A group's gates ([group + B, 4C]) reach B positions past its end, where its
@@ -522,6 +465,8 @@ def _infer_packed(
     [C, B] and [H, B] and a step computes W^T h^T.
     """
     dtype = x0.dtype
+    # TensorFlow's graph mode (not XLA) needs other buffer updates (`step_outputs`).
+    graph = keras.backend.backend() == "tensorflow" and not feature_major
     steps, rows_all = offsets.shape[0], state[0][0].shape[1]
     out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
     gate_width = 4 * o.lstm_dim
@@ -551,8 +496,8 @@ def _infer_packed(
                 y = ops.transpose(y) if feature_major else y
                 if rows < rows_all:
                     y = ops.pad(y, ((0, rows_all - rows), (0, 0)))
-                c_all = ops.slice_update(c_all, (0, 0), ops.where(m, c_new, c))
-                h_all = ops.slice_update(h_all, (0, 0), ops.where(m, h_new, h))
+                c_all = update_leading(c_all, ops.where(m, c_new, c), feature_major, graph)
+                h_all = update_leading(h_all, ops.where(m, h_new, h), feature_major, graph)
                 return c_all, h_all, y
 
             def group_fn(g, carry, d=d, x_flat=x_flat, w_in=w_in, bias=bias, step_fn=step_fn):
@@ -569,17 +514,22 @@ def _infer_packed(
                     c_all, h_all, y = carry
                     steps_by_rows = [functools.partial(step_fn, rows, t, gates, base) for rows in sizes]
                     c_all, h_all, y_t = ops.switch(branch[t], steps_by_rows, c_all, h_all)
-                    return c_all, h_all, ops.slice_update(y, (t, 0, 0), y_t[None])
+                    return c_all, h_all, write_step(y, t, y_t, graph)
 
-                return ops.fori_loop(first[g], first[g + 1], one_step, carry)
+                return count_loop(first[g], first[g + 1], one_step, carry)
 
             c, h = state[layer][0][d], state[layer][1][d]
             if feature_major:
                 c, h = ops.transpose(c), ops.transpose(h)
-            if previous is not None:  # else TensorFlow runs both directions side by side
-                c, h = after((c, h), previous)
-            y = ops.zeros((steps, rows_all, out_dim), dtype)
-            c, h, y = while_chunks(group_fn, n_groups, (c, h, y))
+            n = n_groups
+            if previous is not None:
+                # Else TensorFlow runs the loops side by side: with the state alone
+                # held back, each loop computed its first group's gates at once
+                # (another 136 MB at batch 64).
+                c, h, n = after((c, h, n), previous)
+            y = step_outputs(steps, (rows_all, out_dim), dtype, graph)
+            c, h, y = while_chunks(group_fn, n, (c, h, y))
+            y = stacked(y, graph)
             if feature_major:
                 c, h = ops.transpose(c), ops.transpose(h)
             if o.use_skip_connections and layer > 0:
@@ -589,6 +539,6 @@ def _infer_packed(
             cs.append(c)
             hs.append(h)
         final.append((ops.stack(cs), ops.stack(hs)))
-        outputs.append(ops.stack(ys))
+        outputs.append(tuple(ys))
         x = ys
-    return BiLSTM._assemble(outputs, perm, lengths), final
+    return BiLSTM._assemble(outputs, index, lengths), final

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 from typing import Any
 
 import keras
@@ -18,7 +17,7 @@ from keras import ops
 from keras_elmo.chars import boundary_char_ids
 from keras_elmo.options import ELMoOptions
 from keras_elmo.recurrence import bucket, compiled
-from keras_elmo.weights import initializer_for
+from keras_elmo.weights import initializer_for, weights_fingerprint
 
 
 @keras.saving.register_keras_serializable(package="keras_elmo")
@@ -138,15 +137,7 @@ class CharEncoder(keras.layers.Layer):
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
 
     def _fingerprint(self) -> str:
-        """A digest of the small weights and a strided sample of the large ones: it
-        changes when the weights are replaced (`set_weights`, `load_weights`, ...)."""
-        digest = hashlib.sha1()
-        for weight in self.weights:
-            value = weight.value
-            if len(weight.shape) >= 2 and np.prod(weight.shape) > 4096:
-                value = value[tuple(slice(None, None, max(1, n // 8)) for n in weight.shape)]
-            digest.update(np.ascontiguousarray(ops.convert_to_numpy(value)).tobytes())
-        return digest.hexdigest()
+        return weights_fingerprint(self.weights)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.options.projection_dim)

@@ -37,6 +37,23 @@ def lstm_cell_prefix(direction: int, layer: int) -> str:
     return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
 
 
+def weights_fingerprint(weights: Any) -> str:
+    """A digest of the small weights and a strided sample of the large ones: it
+    changes when the weights are replaced (`set_weights`, `load_weights`, ...).
+    For caches of values derived from frozen weights."""
+    import hashlib
+
+    from keras import ops
+
+    digest = hashlib.sha1()
+    for weight in weights:
+        value = weight.value
+        if len(weight.shape) >= 2 and np.prod(weight.shape) > 4096:
+            value = value[tuple(slice(None, None, max(1, n // 8)) for n in weight.shape)]
+        digest.update(np.ascontiguousarray(ops.convert_to_numpy(value)).tobytes())
+    return digest.hexdigest()
+
+
 def bilm_dataset_shapes(options: ELMoOptions) -> dict[str, tuple[int, ...]]:
     """Every dataset of the standard layout with its shape, in file order."""
     o = options

@@ -99,28 +99,27 @@ def test_fast_path_equals_reference_path(variant, batch, monkeypatch):
             assert not fast[key][row, n:].any(), "padding positions must be exactly 0"
 
 
-@pytest.mark.parametrize("gate_rows", [8, 40])
-def test_shorter_chunks_for_large_batches(gate_rows, monkeypatch):
+@pytest.mark.parametrize("group", [8, 40])
+def test_small_gate_groups(group, monkeypatch):
+    """Groups of 8 packed positions (fewer than a step's rows: some groups hold no
+    step's start) or of 40 (steps cross the groups' ends)."""
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(7), 9, max_len=20))
     want = _reference(layer, ids, monkeypatch)
-    monkeypatch.setattr(BiLSTM, "GATE_ROWS", gate_rows)  # batched (TF, many rows): chunks of 1 and 2 steps
-    # Packed: groups of 8 positions (fewer than a step's rows: some groups hold no
-    # step's start) or of 40 (steps cross the groups' ends).
-    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", gate_rows)
-    monkeypatch.setattr(BiLSTM, "SPLIT_ROWS", 0 if gate_rows == 8 else 64)  # TensorFlow: both loops
+    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", group)
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
-@pytest.mark.parametrize("split_rows", [0, 64])
-def test_directions_in_one_step_or_one_after_the_other(split_rows, monkeypatch):
-    """TensorFlow runs the packed loop (directions one after the other) up to SPLIT_ROWS
-    rows and the batched one above; both give the traced path's numbers (other
-    backends always run one loop)."""
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's two compiled modes")
+@pytest.mark.parametrize("xla", [False, True])
+def test_tensorflow_graph_and_xla_loops(xla, monkeypatch):
+    """TensorFlow's loop under XLA (W^T h^T steps) and in graph mode (h W steps)."""
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(9), 5, max_len=20))
     want = _reference(layer, ids, monkeypatch)
-    monkeypatch.setattr(BiLSTM, "SPLIT_ROWS", split_rows)
+    monkeypatch.setattr(BiLSTM, "TENSORFLOW_XLA", xla)
+    _assert_close(_fast(layer, ids, monkeypatch), want)
+    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", 8)  # groups without a step's start
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
