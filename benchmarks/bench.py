@@ -245,7 +245,7 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
     """Seconds per recurrent step of one direction (the recurrent product, then the
     projection), by rows, with the backend's matmul: the faster of h W (rows-major) and
     W^T h^T (feature-major, transposed kernels), since their speeds differ by backend
-    and rows. A step must read its direction's weights (40 MB for the original model),
+    and rows (on TensorFlow, of graph mode and XLA too). A step must read its direction's weights (40 MB for the original model),
     so with few rows its time is set by memory bandwidth more than by the matmul rate:
     this is the floor under the biLSTM's sequential part."""
     import keras
@@ -271,31 +271,48 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
     if backend == "torch":
         import torch
 
-        put, done, jit, mm = torch.from_numpy, (lambda x: x), (lambda f: f), torch.mm
+        put, done, jits, mm = torch.from_numpy, (lambda x: x), [lambda f: f], torch.mm
+        put_weight = put
     elif backend == "jax":
         import jax
 
-        put, done, jit, mm = jax.device_put, (lambda x: x.block_until_ready()), jax.jit, (lambda a, b: a @ b)
+        put, done, jits, mm = jax.device_put, (lambda x: x.block_until_ready()), [jax.jit], (lambda a, b: a @ b)
+        put_weight = put
     else:
         import tensorflow as tf
 
-        put, done, jit, mm = tf.constant, (lambda x: x.numpy()), tf.function, tf.matmul
-    steps_by_layout = {
-        layout: jit(make(mm, *(put(k) for k in kernels[layout])))
+        # Graph mode and XLA (`BiLSTM.TENSORFLOW_XLA` picks between them); the kernels
+        # are variables, so that XLA does not compile them in as constants.
+        put, done, mm = tf.constant, (lambda x: x.numpy()), tf.matmul
+        put_weight = tf.Variable
+        jits = [tf.function, lambda f: tf.function(f, jit_compile=True)]
+    def looped(step):
+        """`steps` steps in one call, as the loop of `BiLSTM.infer` runs them: a call's
+        dispatch (0.3-0.5 ms for a TensorFlow function) is not a step's cost. tanh
+        keeps the carried values in range."""
+        if backend == "torch":
+            def run(h):
+                for _ in range(steps):
+                    h = torch.tanh(step(h))
+                return h
+            return run
+        return lambda h: keras.ops.fori_loop(0, steps, lambda i, x: keras.ops.tanh(step(x)), h)
+
+    steps_by_layout = [
+        (layout, jit(looped(make(mm, *(put_weight(k) for k in kernels[layout])))))
         for layout, make in (("rows", rows_major), ("features", feature_major))
-    }
+        for jit in jits
+    ]
     seconds = {}
     for rows in STEP_ROWS:
         h = rng.standard_normal((rows, out), dtype=np.float32)
         best = float("inf")
-        for layout, step in steps_by_layout.items():
+        for layout, step in steps_by_layout:
             x = put(h if layout == "rows" else np.ascontiguousarray(h.T))
             done(step(x))
             for _ in range(repeats):
                 start = time.perf_counter()
-                for _ in range(steps):
-                    y = step(x)
-                done(y)
+                done(step(x))
                 best = min(best, (time.perf_counter() - start) / steps)
         seconds[rows] = best
     return seconds
