@@ -37,7 +37,6 @@ from keras_elmo.recurrence import (
     step_outputs,
     torch_lstm_layer,
     update_leading,
-    while_chunks,
     write_step,
 )
 from keras_elmo.weights import initializer_for, weights_fingerprint
@@ -414,7 +413,7 @@ class BiLSTM(keras.layers.Layer):
         return config
 
 
-def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul, feature_major: bool = False):
+def _lstm_cell(o: ELMoOptions, z, c, proj, feature_major: bool = False):
     """TensorFlow's `LSTMCell` update from the gate pre-activations z [..., 4C]:
     returns the new cell and output (projected and clipped) before masking.
     `feature_major`: z is [4C, rows], c [C, rows] and proj is transposed [H, C]."""
@@ -424,7 +423,7 @@ def _lstm_cell(o: ELMoOptions, z, c, proj, matmul=ops.matmul, feature_major: boo
         c_new = ops.clip(c_new, -o.cell_clip, o.cell_clip)
     h_new = ops.sigmoid(g) * ops.tanh(c_new)
     if proj is not None:
-        h_new = matmul(proj, h_new) if feature_major else matmul(h_new, proj)
+        h_new = ops.matmul(proj, h_new) if feature_major else ops.matmul(h_new, proj)
         if o.proj_clip is not None:
             h_new = ops.clip(h_new, -o.proj_clip, o.proj_clip)
     return c_new, h_new
@@ -528,7 +527,7 @@ def _infer_packed(
                 # (another 136 MB at batch 64).
                 c, h, n = after((c, h, n), previous)
             y = step_outputs(steps, (rows_all, out_dim), dtype, graph)
-            c, h, y = while_chunks(group_fn, n, (c, h, y))
+            c, h, y = count_loop(0, n, group_fn, (c, h, y))
             y = stacked(y, graph)
             if feature_major:
                 c, h = ops.transpose(c), ops.transpose(h)

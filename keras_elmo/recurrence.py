@@ -137,20 +137,13 @@ def after(values: Any, dependency: Any) -> Any:
         return tf.nest.map_structure(tf.identity, values)
 
 
-def while_chunks(chunk_fn: Callable[[Any, Any], Any], n_chunks: Any, state: Any) -> Any:
-    """Runs `state = chunk_fn(i, state)` for i in 0 .. n_chunks - 1.
-
-    `n_chunks` may be a runtime value inside a compiled function, so one
-    compilation for a padded length serves every actual length up to it.
-    """
-    return count_loop(0, n_chunks, chunk_fn, state)
-
-
 def count_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], state: Any) -> Any:
-    """`keras.ops.fori_loop(lower, upper, body, state)`, one iteration at a time on
-    TensorFlow: its graph runtime otherwise starts up to 10 iterations at once,
-    and the work of later iterations that does not wait on the loop state (the
-    next groups' input-to-gate products, 20-70 MB each) was held in memory early.
+    """`keras.ops.fori_loop(lower, upper, body, state)`: `upper` may be a runtime value
+    inside a compiled function, so one compilation for a padded length serves every
+    actual length up to it. One iteration at a time on TensorFlow: its graph runtime
+    otherwise starts up to 10 iterations at once, and the work of later iterations
+    that does not wait on the loop state (the next groups' input-to-gate products,
+    20-70 MB each) was held in memory early.
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
