@@ -245,9 +245,10 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
     """Seconds per recurrent step of one direction (the recurrent product, then the
     projection), by rows, with the backend's matmul: the faster of h W (rows-major) and
     W^T h^T (feature-major, transposed kernels), since their speeds differ by backend
-    and rows (on TensorFlow, of graph mode and XLA too). A step must read its direction's weights (40 MB for the original model),
-    so with few rows its time is set by memory bandwidth more than by the matmul rate:
-    this is the floor under the biLSTM's sequential part."""
+    and rows (on TensorFlow, of graph mode and XLA too). A step must read its
+    direction's weights (40 MB for the original model), so with few rows its time is
+    set by memory bandwidth more than by the matmul rate: this is the floor under the
+    biLSTM's sequential part."""
     import keras
     from keras_elmo.options import ELMoOptions
 

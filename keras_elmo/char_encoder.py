@@ -107,7 +107,7 @@ class CharEncoder(keras.layers.Layer):
         index = inverse[3:].reshape(ids.shape[:-1]).astype(np.int32)
         if cache is None:
             return self._encode_compiled(tokens), index, rows
-        cache.check_weights(self._fingerprint())
+        cache.check_weights(weights_fingerprint(self.weights))
         found, missing = cache.lookup(tokens)
         # float32 holds every compute dtype's values exactly (numpy has no bfloat16).
         table = np.empty((len(tokens), self.options.projection_dim), dtype=np.float32)
@@ -135,9 +135,6 @@ class CharEncoder(keras.layers.Layer):
             padded[: len(chunk)] = chunk
             parts.append(encode(weights, ops.convert_to_tensor(padded))[: len(chunk)])
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
-
-    def _fingerprint(self) -> str:
-        return weights_fingerprint(self.weights)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.options.projection_dim)

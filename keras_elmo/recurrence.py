@@ -93,8 +93,9 @@ def compile_function(fn: Callable, xla: bool = False) -> Callable:
     TensorFlow compiles with XLA when it has a GPU, or when asked (`xla`): on
     CPUs its graph mode (oneDNN kernels) measured 1.25-1.8x faster than XLA on
     the character CNN, while the biLSTM's step loop runs 1.4x faster under XLA
-    (with W^T h^T steps, as on JAX). PyTorch runs `fn` eagerly. The compiled functions take the weights as arguments
-    (never as closure constants), so one compilation serves any weight values.
+    (with W^T h^T steps, as on JAX). PyTorch runs `fn` eagerly. The compiled
+    functions take the weights as arguments (never as closure constants), so
+    one compilation serves any weight values.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":

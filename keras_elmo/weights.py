@@ -9,6 +9,7 @@ This module knows nothing of downloads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import contextvars
 import json
 import os
@@ -41,8 +42,6 @@ def weights_fingerprint(weights: Any) -> str:
     """A digest of the small weights and a strided sample of the large ones: it
     changes when the weights are replaced (`set_weights`, `load_weights`, ...).
     For caches of values derived from frozen weights."""
-    import hashlib
-
     from keras import ops
 
     digest = hashlib.sha1()
