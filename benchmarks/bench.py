@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -197,6 +198,59 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def _torch_device() -> str:
+    """Where Keras' torch backend puts tensors: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_done(x):
+    """`x` once the GPU has computed it (PyTorch launches GPU work asynchronously)."""
+    import torch
+
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return x
+
+
+def accelerator() -> str:
+    """The backend's GPU, named, or "none"."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        gpus = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        import tensorflow as tf
+
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return ", ".join(gpus) or "none"
+
+
+def gpu_peak_mib() -> float:
+    """Peak GPU memory this process allocated, for JAX and PyTorch (else nan)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", float("nan")) / 2**20
+    return float("nan")
+
+
 def matmul_rate(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Best-of float32 GFLOP/s of a [size x size] matmul with numpy and with the backend."""
     import keras
@@ -226,13 +280,15 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> dict[str, float]:
         import jax
 
         ja, jb = jax.device_put(a), jax.device_put(b)
-        mm = jax.jit(lambda x, y: x @ y)
+        # Full float32, as the layer computes (JAX's GPU default is TF32).
+        mm = jax.jit(lambda x, y: jax.numpy.matmul(x, y, precision="highest"))
         rates[backend] = best(lambda: mm(ja, jb).block_until_ready())
     elif backend == "torch":
         import torch
 
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        rates[backend] = best(lambda: torch.matmul(ta, tb))
+        device = _torch_device()
+        ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+        rates[backend] = best(lambda: _torch_done(torch.matmul(ta, tb)))
     rates["best"] = max(rates.values())
     return rates
 
@@ -272,12 +328,14 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
     if backend == "torch":
         import torch
 
-        put, done, jits, mm = torch.from_numpy, (lambda x: x), [lambda f: f], torch.mm
+        device = _torch_device()
+        put, done, jits, mm = (lambda x: torch.from_numpy(x).to(device)), _torch_done, [lambda f: f], torch.mm
         put_weight = put
     elif backend == "jax":
         import jax
 
-        put, done, jits, mm = jax.device_put, (lambda x: x.block_until_ready()), [jax.jit], (lambda a, b: a @ b)
+        put, done, jits = jax.device_put, (lambda x: x.block_until_ready()), [jax.jit]
+        mm = functools.partial(jax.numpy.matmul, precision="highest")  # as the layer computes
         put_weight = put
     else:
         import tensorflow as tf
@@ -443,7 +501,9 @@ def main(argv=None) -> int:
     threads = os.cpu_count()
 
     print(f"# keras_elmo benchmark  {datetime.date.today()}  backend={backend}  keras={keras.__version__}")
-    print(f"# machine: {platform.processor() or platform.machine()}, {threads} CPUs, python {platform.python_version()}")
+    gpu = accelerator()
+    print(f"# machine: {platform.processor() or platform.machine()}, {threads} CPUs, GPU: {gpu}, "
+          f"python {platform.python_version()}")
     print(f"# layer dtype policy {layer.dtype_policy.name}, token cache {layer.token_cache_size}")
     print(f"# model {args.model}: {sum(int(np.prod(w.shape)) for w in layer.weights) / 1e6:.1f}M parameters, "
           f"load {load_s:.1f}s; FLOPs/token {flops['total'] / 1e6:.1f}M (char CNN {flops['char_cnn'] / 1e6:.1f}, "
@@ -521,10 +581,12 @@ def main(argv=None) -> int:
     print("# float32 matmul GFLOP/s at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in later.items())
           + " (the fractions above use the rate measured at the start)")
     print(f"# process peak RSS (getrusage): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if gpu != "none":
+        print(f"# GPU peak memory: {gpu_peak_mib():.0f} MiB")
     if args.json:
         record = dict(date=str(datetime.date.today()), backend=backend, keras=keras.__version__,
                       dtype_policy=layer.dtype_policy.name, token_cache_size=layer.token_cache_size,
-                      machine=platform.processor() or platform.machine(), cpus=threads, model=args.model,
+                      machine=platform.processor() or platform.machine(), cpus=threads, gpu=gpu, model=args.model,
                       flops_per_token=flops, matmul_gflops=rates, results=results)
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)

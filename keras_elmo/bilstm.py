@@ -32,6 +32,7 @@ from keras_elmo.recurrence import (
     bucket,
     compiled,
     count_loop,
+    float32_products,
     scan,
     stacked,
     step_outputs,
@@ -100,6 +101,7 @@ class BiLSTM(keras.layers.Layer):
             for _ in range(o.n_layers)
         ]
 
+    @float32_products
     def call(self, token_emb, sequence_len, boundary_emb, initial_state: State | None = None):
         """Runs both directions.
 
@@ -182,6 +184,7 @@ class BiLSTM(keras.layers.Layer):
     #: False selects the graph mode.
     TENSORFLOW_XLA = True
 
+    @float32_products
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
         """`call`'s results for concrete inputs of the frozen model: compiled on bucketed
         shapes (TensorFlow, JAX), or an eager loop over exact shapes (PyTorch).

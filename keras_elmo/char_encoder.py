@@ -16,7 +16,7 @@ from keras import ops
 
 from keras_elmo.chars import boundary_char_ids
 from keras_elmo.options import ELMoOptions
-from keras_elmo.recurrence import bucket, compiled
+from keras_elmo.recurrence import bucket, compiled, float32_products
 from keras_elmo.weights import initializer_for, weights_fingerprint
 
 
@@ -69,6 +69,7 @@ class CharEncoder(keras.layers.Layer):
             self.proj_bias = weight("proj_bias", (o.projection_dim,), "zeros")
         self.built = True
 
+    @float32_products
     def call(self, ids):
         return encode_chars(self.options, self.compute_dtype, self._weight_tree(), ids)
 
@@ -88,6 +89,7 @@ class CharEncoder(keras.layers.Layer):
     #: the convolution outputs (about 180 KB per token for the original model).
     MAX_TOKENS_PER_CALL = 128
 
+    @float32_products
     def encode_unique(self, ids: np.ndarray, cache: "TokenEmbeddingCache | None" = None):
         """Embeds every distinct token of a batch once (the padding token as zeros).
 

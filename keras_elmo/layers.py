@@ -19,6 +19,7 @@ from keras_elmo import batching, chars
 from keras_elmo.bilstm import BiLSTM, State
 from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache
 from keras_elmo.options import ELMoOptions, OptionsLike, as_options
+from keras_elmo.recurrence import float32_products
 from keras_elmo.scalar_mix import ScalarMix
 from keras_elmo.weights import initial_bilm_values, open_bilm_weights
 
@@ -189,6 +190,7 @@ class _ELMoBase(keras.layers.Layer):
             return outputs
         return outputs[self.output_mode]
 
+    @float32_products
     def _forward(self, ids: Any, use_state: bool = True) -> dict[str, Any]:
         """All outputs for character ids [batch, T, max_chars]."""
         if self._can_infer(ids):
