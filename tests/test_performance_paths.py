@@ -284,7 +284,7 @@ def test_reduced_precision_fast_path_is_close_to_the_reference_path(monkeypatch)
 @pytest.mark.parametrize("dtype, precision", [("float32", "float32"), ("mixed_bfloat16", None)])
 def test_jax_float32_products_are_computed_in_float32(dtype, precision, monkeypatch):
     """JAX computes float32 products in TF32 on Ampere and later GPUs unless told not
-    to (on an H200 every fidelity test failed, 1.4e-3 off). The layer asks for float32
+    to (on an H200, 8 of the 9 fixture tests failed, 1.4e-3 off). The layer asks for float32
     products, read by JAX while tracing: in the compiled inference path and in the
     traced path (`fit`, `predict`), here checked where they are traced."""
     import jax
