@@ -9,8 +9,8 @@ This module knows nothing of downloads.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import contextvars
+import hashlib
 import json
 import os
 import re
