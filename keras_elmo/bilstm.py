@@ -28,7 +28,6 @@ from keras import ops
 
 from keras_elmo.options import ELMoOptions
 from keras_elmo.recurrence import (
-    after,
     bucket,
     compiled,
     count_loop,
@@ -40,7 +39,7 @@ from keras_elmo.recurrence import (
     update_leading,
     write_step,
 )
-from keras_elmo.weights import initializer_for, weights_fingerprint
+from keras_elmo.weights import initializer_for
 
 #: LSTM state: for each layer, (c [2, batch, cell_dim], h [2, batch, output_dim]),
 #: direction 0 forward, 1 backward.
@@ -52,8 +51,13 @@ class BiLSTM(keras.layers.Layer):
     """Runs the biLSTM over token embeddings with sentence boundaries added.
 
     Weights for layer l hold both directions on a leading axis:
-    `input_kernel_l` [2, in, 4C] and `recurrent_kernel_l` [2, H, 4C] (the two
-    halves of `W_0`), `bias_l` [2, 4C] (`B`), `proj_kernel_l` [2, C, P] (`W_P_0`).
+    `input_kernel_l` [2, in, 4C] and `recurrent_kernel_l` [2, 4C, H] (the two
+    halves of `W_0`, the second transposed), `bias_l` [2, 4C] (`B`),
+    `proj_kernel_l` [2, H, C] (`W_P_0` transposed). The recurrent and projection
+    kernels are kept transposed because the compiled steps compute W^T h^T
+    (see `infer`): a second, transposed copy of them cost 160 MB for the
+    original model. Files saved by keras_elmo 0.1.0, which kept them as in
+    the HDF5 layout, still load (`load_own_variables`).
 
     Args:
         options: the model's `ELMoOptions` (or a bilm-tf options dict).
@@ -64,7 +68,7 @@ class BiLSTM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.options = options if isinstance(options, ELMoOptions) else ELMoOptions.from_dict(options)
         self.weights_trainable = weights_trainable
-        self._transposed = types.SimpleNamespace(key=None, weights=None)
+        self._copies = types.SimpleNamespace(key=None, weights=None)
 
     @property
     def output_dim(self) -> int:
@@ -87,11 +91,39 @@ class BiLSTM(keras.layers.Layer):
                 )
 
             self.input_kernels.append(weight("input_kernel", (2, width, 4 * cells)))
-            self.recurrent_kernels.append(weight("recurrent_kernel", (2, out, 4 * cells)))
+            self.recurrent_kernels.append(weight("recurrent_kernel", (2, 4 * cells, out)))
             self.biases.append(weight("bias", (2, 4 * cells), "zeros"))
             if o.use_lstm_projection:
-                self.proj_kernels.append(weight("proj_kernel", (2, cells, out)))
+                self.proj_kernels.append(weight("proj_kernel", (2, out, cells)))
         self.built = True
+
+    #: Saved beside the variables (`save_own_variables`): 2 means the recurrent and
+    #: projection kernels are stored transposed. Files without it, from keras_elmo
+    #: 0.1.0, hold them as in the HDF5 layout.
+    KERNEL_LAYOUT_KEY = "kernel_layout"
+    KERNEL_LAYOUT = 2
+
+    def save_own_variables(self, store: Any) -> None:
+        super().save_own_variables(store)
+        store[self.KERNEL_LAYOUT_KEY] = np.asarray(self.KERNEL_LAYOUT, dtype="int32")
+
+    def load_own_variables(self, store: Any) -> None:
+        keys = list(store.keys())
+        values = {key: store[key] for key in keys if key != self.KERNEL_LAYOUT_KEY}
+        if self.KERNEL_LAYOUT_KEY in keys:
+            layout = int(np.asarray(store[self.KERNEL_LAYOUT_KEY]))
+            if layout != self.KERNEL_LAYOUT:
+                raise ValueError(
+                    f"BiLSTM weights with kernel layout {layout} cannot be loaded by this "
+                    f"version of keras_elmo, which reads layout {self.KERNEL_LAYOUT} and "
+                    "that of keras_elmo 0.1.0 (no layout entry)."
+                )
+        else:  # keras_elmo 0.1.0: [2, H, 4C] and [2, C, H]
+            transposed = {id(v) for v in self.recurrent_kernels + self.proj_kernels}
+            for i, variable in enumerate(self._trainable_variables + self._non_trainable_variables):
+                if id(variable) in transposed and str(i) in values:
+                    values[str(i)] = np.swapaxes(np.asarray(values[str(i)]), 1, 2)
+        super().load_own_variables(values)
 
     def zero_state(self, batch: int, dtype: str = "float32") -> State:
         """The all-zero initial state for `batch` rows."""
@@ -158,8 +190,9 @@ class BiLSTM(keras.layers.Layer):
 
     def _step_fn(self, layer: int, dtype: str):
         o = self.options
-        recurrent = ops.cast(self.recurrent_kernels[layer], dtype)
-        proj = ops.cast(self.proj_kernels[layer], dtype) if o.use_lstm_projection else None
+        # Transposed once per call, outside the loop: [2, H, 4C] and [2, C, H].
+        recurrent = ops.swapaxes(ops.cast(self.recurrent_kernels[layer], dtype), 1, 2)
+        proj = ops.swapaxes(ops.cast(self.proj_kernels[layer], dtype), 1, 2) if o.use_lstm_projection else None
 
         def step(carry, inputs):
             c, h = carry
@@ -208,13 +241,13 @@ class BiLSTM(keras.layers.Layer):
         Batch and length are padded to `bucket` sizes, so a few compilations
         serve every shape; padded rows and steps are masked.
 
-        The directions run one after the other (`_infer_packed`, `torch_lstm_layer`):
+        The directions run one after the other (`_infer_direction`, `torch_lstm_layer`):
         a step with few rows is bound by reading its direction's recurrent and
         projection kernels (40 MB for the original model), which stay in cache far
         better than both directions' do. On JAX and TensorFlow the loop is compiled
-        with XLA (`TENSORFLOW_XLA`) and each step computes W^T h^T with transposed
-        copies of those kernels (`_transposed_weights`), for which XLA's CPU
-        product measured 1.5-1.7x faster at 8-32 rows than h W.
+        with XLA (`TENSORFLOW_XLA`) and each step computes W^T h^T with the kernels
+        as stored (transposed), for which XLA's CPU product measured 1.5-1.7x
+        faster at 8-32 rows than h W.
         The input-to-gate products of up to GATE_POSITIONS running positions are
         one matrix product (`_run_packed`).
         """
@@ -285,9 +318,10 @@ class BiLSTM(keras.layers.Layer):
         return np.stack([forward.reshape(-1), backward.reshape(-1)]).astype(np.int32), out_lengths
 
     def _run_packed(self, table, ids, inside, index, lengths, state: State):
-        """`_infer_packed` (compiled) for the time-major table rows `ids` (forward,
-        backward) [S, B] and the steps `inside` each row [S, B] (`index`, `lengths`:
-        for `_assemble`): plans the packed positions and their groups here, in numpy."""
+        """Runs the layers (`_run_layers`, `_infer_direction`) on the time-major table
+        rows `ids` (forward, backward) [S, B] and the steps `inside` each row [S, B]
+        (`index`, `lengths`: for `_assemble`). The packed positions and their groups
+        are planned here, in numpy."""
         rows = inside.shape[1]
         running = inside.sum(axis=1)
         n_steps = int(np.count_nonzero(running))
@@ -303,48 +337,67 @@ class BiLSTM(keras.layers.Layer):
         first = np.full(padded_groups + 1, n_steps, dtype=np.int32)  # each group's first step
         first[:n_groups] = np.searchsorted(offsets[:n_steps], np.arange(n_groups) * group)
         branch = np.searchsorted(self._row_sizes(rows), running).astype(np.int32)
-        x0 = ops.take(table, ops.convert_to_tensor(np.stack([i.reshape(-1)[positions] for i in ids])), axis=0)
         backend = keras.backend.backend()
         feature_major = backend == "jax" or (backend == "tensorflow" and self.TENSORFLOW_XLA)
-        if feature_major:
-            weights = self._transposed_weights()
-        else:  # slices of the leading axis share memory on TensorFlow
-            weights = [_directions(layer) for layer in self._weight_values()]
-        infer_fn = compiled(
-            ("bilstm-packed", self.options, feature_major, group),
-            functools.partial(_infer_packed, self.options, feature_major, group),
-            xla=feature_major,
-        )
-        tensor = ops.convert_to_tensor
-        return infer_fn(
-            weights, x0, tensor(positions), tensor(offsets), tensor(running.astype(np.int32)),
-            tensor(branch), tensor(first), tensor(n_groups, "int32"), index, lengths, state,
-        )
-
-    def _transposed_weights(self):
-        """Per layer and direction (input kernel, recurrent kernel^T, bias[, projection^T]),
-        made once and kept while the variables hold the same values (the same value
-        objects on JAX, the same `weights_fingerprint` on TensorFlow, whose variables
-        are updated in place). The transposed kernels are copies (160 MB for the
-        original model); on JAX the input kernels and biases are too (302 MB in all),
-        as a direction's slice of a [2, ...] weight is a copy either way: made inside
-        the compiled function, the copies of the input kernels held as much memory
-        during a call (temp 130 -> 258 MiB at batch 64). TensorFlow's slices of the
-        leading axis share the variables' memory."""
-        cache = self._transposed  # a plain holder: Keras would track a list attribute
-        if keras.backend.backend() == "tensorflow":
-            key = weights_fingerprint(self.weights)
-            same = key == cache.key
+        weights = self._direction_weights()
+        loop = functools.partial(_infer_direction, self.options, feature_major, group)
+        skip = self.options.use_skip_connections
+        if backend == "tensorflow":  # compiled per direction (see `_run_layers`)
+            direction_fn = compiled(("bilstm-direction", self.options, feature_major, group), loop, xla=feature_major)
+            run = functools.partial(_run_layers, direction_fn, compiled("bilstm-finish", _finish), skip)
         else:
-            key = [v.value for v in self.weights]
-            same = isinstance(cache.key, list) and len(cache.key) == len(key)
-            same = same and all(a is b for a, b in zip(cache.key, key))
+            run = compiled(("bilstm", self.options, group), functools.partial(_run_layers, loop, _finish, skip))
+        tensor = ops.convert_to_tensor
+        plan = tuple(
+            tensor(a) for a in (positions, offsets, running.astype(np.int32), branch, first, np.int32(n_groups))
+        )
+        # Layer 0's inputs at each (step, row), per direction: [S * B, P].
+        x = [ops.take(table, tensor(i.reshape(-1)), axis=0) for i in ids]
+        return run(weights, x, plan, state, index, lengths)
+
+    def _direction_weights(self):
+        """Per layer, (forward, backward) tuples of the direction's (input kernel [D, 4C],
+        recurrent kernel [4C, H], bias [4C][, projection [H, C]]) for `_infer_direction`.
+
+        TensorFlow's slices of the leading (direction) axis share the variables'
+        memory, so they are taken on every call. JAX's are copies (302 MB for the
+        original model: made inside the compiled function, the input kernels' copies
+        held as much memory during a call), made once and kept while the variables
+        hold the same values (`_cached`).
+        """
+        if keras.backend.backend() == "tensorflow":
+            return [_directions(layer) for layer in self._weight_values()]
+        return self._cached(lambda: [_directions(layer) for layer in self._weight_values()])
+
+    def _torch_weights(self):
+        """Per layer, (input kernel [2, D, 4C], recurrent kernel [2, H, 4C], bias [2, 4C],
+        projection [2, C, H] or None) for `torch_lstm_layer`: the recurrent and
+        projection kernels untransposed, as copies kept while the variables hold the
+        same values (`_cached`). PyTorch's h W steps with the stored W^T (a transposed
+        view) measured up to 2x slower at 2-8 rows, and its W^T h^T steps as slow."""
+
+        def make():
+            layers = []
+            for w_in, w_rec, bias, *proj in self._weight_values():
+                untransposed = tuple(w.transpose(1, 2).contiguous() for w in (w_rec, *proj))
+                layers.append((w_in, untransposed[0], bias, untransposed[1] if proj else None))
+            return layers
+
+        return self._cached(make)
+
+    def _cached(self, make):
+        """`make()`, kept until the variables hold other values: other value objects
+        (JAX assigns new arrays), or the same objects changed in place (PyTorch's
+        version counters). Old copies are freed before new ones are made."""
+        cache = self._copies  # a plain holder: Keras would track a list attribute
+        values = [v.value for v in self.weights]
+        versions = [getattr(x, "_version", None) for x in values]
+        same = cache.key is not None and len(cache.key[0]) == len(values)
+        same = same and all(a is b for a, b in zip(cache.key[0], values)) and cache.key[1] == versions
         if not same:
-            cache.weights = None  # free the old copies first
-            cache.key = key
-            cache.weights = [
-                tuple(_feature_major(d) for d in _directions(layer)) for layer in self._weight_values()
-            ]
+            cache.key, cache.weights = None, None
+            cache.weights = make()
+            cache.key = (values, versions)
         return cache.weights
 
     def _run_torch(self, x, state: State, running: list[int]):
@@ -352,10 +405,8 @@ class BiLSTM(keras.layers.Layer):
         [S, B, H] per layer and the final state, in each row's own time."""
         o = self.options
         outputs, final = [], []
-        for layer, kernels in enumerate(self._weight_values()):
-            kernels = tuple(ops.cast(w, x.dtype) for w in kernels)
-            if not o.use_lstm_projection:
-                kernels = (*kernels, None)
+        for layer, kernels in enumerate(self._torch_weights()):
+            kernels = tuple(None if w is None else ops.cast(w, x.dtype) for w in kernels)
             carry, y = torch_lstm_layer(
                 x, kernels, state[layer], running, self.GATE_POSITIONS, o.cell_clip, o.proj_clip
             )
@@ -433,114 +484,134 @@ def _lstm_cell(o: ELMoOptions, z, c, proj, feature_major: bool = False):
 
 
 def _directions(weights):
-    """(forward, backward): each of a layer's weights split on its direction axis."""
-    return tuple(tuple(w[d] for w in weights) for d in range(2))
+    """(forward, backward): each of a layer's weights split on its direction axis
+    (`unstack`: on TensorFlow one op per weight, sharing the weight's memory)."""
+    return tuple(zip(*(ops.unstack(w, 2) for w in weights)))
 
 
-def _feature_major(weights):
-    """One direction's (w_in, w_rec, bias[, proj]) with the recurrent and projection
-    kernels transposed (copies), for steps that compute W^T h^T."""
-    w_in, w_rec, bias, *proj = weights
-    return (w_in, ops.transpose(w_rec), bias, *(ops.transpose(p) for p in proj))
+def _run_layers(direction_fn, finish_fn, skip: bool, weights, x, plan, state, index, lengths):
+    """The layers of `BiLSTM.infer`, one direction after the other (`direction_fn`:
+    `_infer_direction`, compiled or not), then `finish_fn` (`_finish`): the
+    assembled outputs and the final state.
+
+    weights: per layer, (forward, backward) weights for `_infer_direction`; x:
+    layer 0's inputs per direction [S * B, P]; plan: `_infer_direction`'s
+    (positions, offsets, running, branch, first, n_groups); state: (c, h) per layer.
+
+    JAX compiles this whole function, TensorFlow each direction and the finish
+    separately. As one program, XLA allocates the temporaries (the gates of a
+    group, 69 MB at 1024 positions) once per call instead of once per direction:
+    JAX's CPU runtime takes fresh pages for them on every execution, and the page
+    faults made the four-program version 4-5% slower. TensorFlow's allocator keeps
+    its pages (no faults), and there one direction's program needs far less memory
+    to compile: the peak at batch 64 fell from 1595 to 1440 MiB (TensorFlow without
+    JAX installed), and the first call from 11.4 to 7.3 s; A/B runs against the
+    single program measured 0.96-1.02x its speed, within the machine's noise.
+    """
+    outputs, states = [], []
+    for layer, directions in enumerate(weights):
+        c0, h0 = (ops.unstack(s, 2) for s in state[layer])
+        ys, cs, hs = [], [], []
+        for d, direction in enumerate(directions):
+            c, h, y = direction_fn(direction, x[d], *plan, c0[d], h0[d])
+            if skip and layer > 0:
+                y = y + ops.reshape(x[d], y.shape)  # zero past each row's end
+            ys.append(y)
+            cs.append(c)
+            hs.append(h)
+        outputs.append(tuple(ys))
+        states.append((tuple(cs), tuple(hs)))
+        x = [ops.reshape(y, (-1, y.shape[-1])) for y in ys]
+    return finish_fn(outputs, states, index, lengths)
 
 
-def _infer_packed(
+def _finish(outputs, states, index, lengths):
+    """`BiLSTM._assemble(outputs, index, lengths)` and the final state of each layer,
+    (c [2, B, C], h [2, B, H]) from `states`: per layer ((c_f, c_b), (h_f, h_b))."""
+    final = [(ops.stack(c), ops.stack(h)) for c, h in states]
+    return BiLSTM._assemble(outputs, index, lengths), final
+
+
+def _infer_direction(
     o: ELMoOptions, feature_major: bool, group: int,
-    weights, x0, positions, offsets, running, branch, first, n_groups, index, lengths, state,
+    weights, x, positions, offsets, running, branch, first, n_groups, c, h,
 ):
-    """The compiled packed loop of `BiLSTM.infer`: one direction after the other, one
+    """The compiled packed loop of `BiLSTM.infer` for one direction of one layer: one
     step at a time, the input-to-gate products of `group` positions at once.
 
-    weights: per layer, (forward, backward) tuples of its weights (with the
-    recurrent and projection kernels transposed if `feature_major`); x0 [2, N, P]:
-    layer 0's inputs at the running (step, row) positions, packed step after
-    step; positions [N]: those positions as step * B + row, which gather later
-    layers' inputs; offsets [S]: where each step starts in the packed order;
-    running [S]: the rows running at each step (a leading block); branch [S]:
-    the row block computed at each step; first [groups + 1]: each group's first
-    step; index, lengths: as `BiLSTM._assemble` takes them; state: (c, h) per
-    layer, [2, B, C] and [2, B, H].
+    weights: the direction's (w_in [D, 4C], w_rec [4C, H], bias [4C][, proj [H, C]]),
+    the recurrent and projection kernels as stored (transposed); x [S * B, D]: the layer's
+    inputs at each (step, row), step * B + row; positions [N]: the running (step,
+    row) positions as step * B + row, packed step after step; offsets [S]: where
+    each step starts in the packed order; running [S]: the rows running at each
+    step (a leading block); branch [S]: the row block computed at each step;
+    first [groups + 1]: each group's first step; c [B, C], h [B, H]: the state
+    to start from.
+
+    Returns the final (c, h) and the outputs [S, B, H] (zeros past each row's end).
 
     A group's gates ([group + B, 4C]) reach B positions past its end, where its
     last step may end. Rows of a step's block past `running` compute on other
     positions' gates and are masked. With `feature_major` the state is kept as
     [C, B] and [H, B] and a step computes W^T h^T.
+
+    TensorFlow compiles this function on its own (`_run_layers`): every direction
+    and layer of the same width reuses the compilation.
     """
-    dtype = x0.dtype
+    dtype = x.dtype
     # TensorFlow's graph mode (not XLA) needs other buffer updates (`step_outputs`).
     graph = keras.backend.backend() == "tensorflow" and not feature_major
-    steps, rows_all = offsets.shape[0], state[0][0].shape[1]
+    steps, rows_all = offsets.shape[0], c.shape[0]
     out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
     gate_width = 4 * o.lstm_dim
     sizes = BiLSTM._row_sizes(rows_all)
     span = group + rows_all
-    outputs, final, x, previous = [], [], None, None
-    for layer, directions in enumerate(weights):
-        ys, cs, hs = [], [], []
-        for d, (w_in, w_rec, bias, *proj) in enumerate(directions):
-            w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
-            proj = ops.cast(proj[0], dtype) if proj else None
-            x_flat = None if layer == 0 else ops.reshape(x[d], (steps * rows_all, -1))
+    w_in, w_rec, bias, *proj = weights
+    w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)
+    proj = ops.cast(proj[0], dtype) if proj else None
+    if not feature_major:  # h W steps: transposed once per call, outside the loop
+        w_rec = ops.transpose(w_rec)
+        proj = None if proj is None else ops.transpose(proj)
 
-            def step_fn(rows, t, gates, base, c_all, h_all, w_rec=w_rec, proj=proj):
-                """Step t of the first `rows` rows: the new (c, h) of all rows and the
-                step's outputs [B, H]."""
-                z = ops.slice(gates, (offsets[t] - base, 0), (rows, gate_width))
-                m = ops.arange(rows) < running[t]
-                if feature_major:
-                    c, h, m = c_all[:, :rows], h_all[:, :rows], m[None, :]
-                    z = ops.transpose(z) + ops.matmul(w_rec, h)
-                else:
-                    c, h, m = c_all[:rows], h_all[:rows], m[:, None]
-                    z = z + ops.matmul(h, w_rec)
-                c_new, h_new = _lstm_cell(o, z, c, proj, feature_major=feature_major)
-                y = ops.where(m, h_new, ops.zeros_like(h_new))
-                y = ops.transpose(y) if feature_major else y
-                if rows < rows_all:
-                    y = ops.pad(y, ((0, rows_all - rows), (0, 0)))
-                c_all = update_leading(c_all, ops.where(m, c_new, c), feature_major, graph)
-                h_all = update_leading(h_all, ops.where(m, h_new, h), feature_major, graph)
-                return c_all, h_all, y
+    def step_fn(rows, t, gates, base, c_all, h_all):
+        """Step t of the first `rows` rows: the new (c, h) of all rows and the
+        step's outputs [B, H]."""
+        z = ops.slice(gates, (offsets[t] - base, 0), (rows, gate_width))
+        m = ops.arange(rows) < running[t]
+        if feature_major:
+            c, h, m = c_all[:, :rows], h_all[:, :rows], m[None, :]
+            z = ops.transpose(z) + ops.matmul(w_rec, h)
+        else:
+            c, h, m = c_all[:rows], h_all[:rows], m[:, None]
+            z = z + ops.matmul(h, w_rec)
+        c_new, h_new = _lstm_cell(o, z, c, proj, feature_major=feature_major)
+        y = ops.where(m, h_new, ops.zeros_like(h_new))
+        y = ops.transpose(y) if feature_major else y
+        if rows < rows_all:
+            y = ops.pad(y, ((0, rows_all - rows), (0, 0)))
+        c_all = update_leading(c_all, ops.where(m, c_new, c), feature_major, graph)
+        h_all = update_leading(h_all, ops.where(m, h_new, h), feature_major, graph)
+        return c_all, h_all, y
 
-            def group_fn(g, carry, d=d, x_flat=x_flat, w_in=w_in, bias=bias, step_fn=step_fn):
-                base = g * group
-                if x_flat is None:
-                    x_g = ops.slice(x0[d], (base, 0), (span, x0.shape[-1]))
-                else:
-                    x_g = ops.take(x_flat, ops.slice(positions, (base,), (span,)), axis=0)
-                gates = ops.matmul(x_g, w_in) + bias
+    def group_fn(g, carry):
+        base = g * group
+        x_g = ops.take(x, ops.slice(positions, (base,), (span,)), axis=0)
+        gates = ops.matmul(x_g, w_in) + bias
 
-                def one_step(t, carry):
-                    # The outputs are written outside the branches: passing y through
-                    # them made XLA copy it at every step (1.6x slower on JAX).
-                    c_all, h_all, y = carry
-                    steps_by_rows = [functools.partial(step_fn, rows, t, gates, base) for rows in sizes]
-                    c_all, h_all, y_t = ops.switch(branch[t], steps_by_rows, c_all, h_all)
-                    return c_all, h_all, write_step(y, t, y_t, graph)
+        def one_step(t, carry):
+            # The outputs are written outside the branches: passing y through
+            # them made XLA copy it at every step (1.6x slower on JAX).
+            c_all, h_all, y = carry
+            steps_by_rows = [functools.partial(step_fn, rows, t, gates, base) for rows in sizes]
+            c_all, h_all, y_t = ops.switch(branch[t], steps_by_rows, c_all, h_all)
+            return c_all, h_all, write_step(y, t, y_t, graph)
 
-                return count_loop(first[g], first[g + 1], one_step, carry)
+        return count_loop(first[g], first[g + 1], one_step, carry)
 
-            c, h = state[layer][0][d], state[layer][1][d]
-            if feature_major:
-                c, h = ops.transpose(c), ops.transpose(h)
-            n = n_groups
-            if previous is not None:
-                # Else TensorFlow runs the loops side by side: with the state alone
-                # held back, each loop computed its first group's gates at once
-                # (another 136 MB at batch 64).
-                c, h, n = after((c, h, n), previous)
-            y = step_outputs(steps, (rows_all, out_dim), dtype, graph)
-            c, h, y = count_loop(0, n, group_fn, (c, h, y))
-            y = stacked(y, graph)
-            if feature_major:
-                c, h = ops.transpose(c), ops.transpose(h)
-            if o.use_skip_connections and layer > 0:
-                y = y + x[d]  # the previous layer's outputs: zero past each row's end
-            previous = y
-            ys.append(y)
-            cs.append(c)
-            hs.append(h)
-        final.append((ops.stack(cs), ops.stack(hs)))
-        outputs.append(tuple(ys))
-        x = ys
-    return BiLSTM._assemble(outputs, index, lengths), final
+    if feature_major:
+        c, h = ops.transpose(c), ops.transpose(h)
+    y = step_outputs(steps, (rows_all, out_dim), dtype, graph)
+    c, h, y = count_loop(0, n_groups, group_fn, (c, h, y))
+    if feature_major:
+        c, h = ops.transpose(c), ops.transpose(h)
+    return c, h, stacked(y, graph)

@@ -153,18 +153,6 @@ def compiled(key: Any, fn: Callable, xla: bool = False) -> Callable:
     return _COMPILED[key]
 
 
-def after(values: Any, dependency: Any) -> Any:
-    """`values`, usable only once `dependency` has been computed, in a TensorFlow graph
-    (elsewhere `values` as they are): orders loops that the graph runtime would
-    otherwise run side by side."""
-    if keras.backend.backend() != "tensorflow":
-        return values
-    import tensorflow as tf
-
-    with tf.control_dependencies(tf.nest.flatten(dependency)):
-        return tf.nest.map_structure(tf.identity, values)
-
-
 def count_loop(lower: Any, upper: Any, body: Callable[[Any, Any], Any], state: Any) -> Any:
     """`keras.ops.fori_loop(lower, upper, body, state)`: `upper` may be a runtime value
     inside a compiled function, so one compilation for a padded length serves every

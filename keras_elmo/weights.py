@@ -160,15 +160,22 @@ def bilm_variable_values(options: ELMoOptions, arrays: Mapping[str, Any]) -> dic
         cells = [lstm_cell_prefix(d, layer) for d in (0, 1)]
         width = o.projection_dim if layer == 0 else out
 
-        def both(name: str, rows: slice = slice(None), cells=cells) -> Callable[[], np.ndarray]:
-            return lambda: np.stack([_read(arrays, f"{c}/{name}", rows) for c in cells])
+        def both(
+            name: str, rows: slice = slice(None), transpose: bool = False, cells=cells
+        ) -> Callable[[], np.ndarray]:
+            def read() -> np.ndarray:
+                value = np.stack([_read(arrays, f"{c}/{name}", rows) for c in cells])
+                return np.ascontiguousarray(np.swapaxes(value, 1, 2)) if transpose else value
 
-        # `W_0` is [input; recurrent] stacked: each half is read on its own.
+            return read
+
+        # `W_0` is [input; recurrent] stacked: each half is read on its own. The
+        # biLSTM keeps the recurrent and projection kernels transposed.
         values[f"bilstm/input_kernel_{layer}"] = both("W_0", slice(None, width))
-        values[f"bilstm/recurrent_kernel_{layer}"] = both("W_0", slice(width, None))
+        values[f"bilstm/recurrent_kernel_{layer}"] = both("W_0", slice(width, None), transpose=True)
         values[f"bilstm/bias_{layer}"] = both("B")
         if o.use_lstm_projection:
-            values[f"bilstm/proj_kernel_{layer}"] = both("W_P_0")
+            values[f"bilstm/proj_kernel_{layer}"] = both("W_P_0", transpose=True)
     return values
 
 
@@ -231,16 +238,15 @@ def collect_bilm_weights(char_encoder: "CharEncoder", bilstm: "BiLSTM") -> dict[
         arrays["CNN_proj/W_proj"] = np_(char_encoder.proj_kernel)
         arrays["CNN_proj/b_proj"] = np_(char_encoder.proj_bias)
     for layer in range(o.n_layers):
-        kernels = np.concatenate(
-            [np_(bilstm.input_kernels[layer]), np_(bilstm.recurrent_kernels[layer])], axis=1
-        )
+        recurrent = np.swapaxes(np_(bilstm.recurrent_kernels[layer]), 1, 2)  # stored transposed
+        kernels = np.concatenate([np_(bilstm.input_kernels[layer]), recurrent], axis=1)
         biases = np_(bilstm.biases[layer])
         for d in (0, 1):
             prefix = lstm_cell_prefix(d, layer)
             arrays[f"{prefix}/W_0"] = kernels[d]
             arrays[f"{prefix}/B"] = biases[d]
             if o.use_lstm_projection:
-                arrays[f"{prefix}/W_P_0"] = np_(bilstm.proj_kernels[layer])[d]
+                arrays[f"{prefix}/W_P_0"] = np_(bilstm.proj_kernels[layer])[d].T
     return arrays
 
 

@@ -102,6 +102,62 @@ def test_save_and_load_after_from_files(tmp_path):
     np.testing.assert_array_equal(loaded.predict(_ids(), verbose=0), before)
 
 
+def _as_saved_by_0_1_0(path, out, transposed_keys, layout=None):
+    """Rewrites a .keras file as keras_elmo 0.1.0 wrote it: the biLSTM's recurrent
+    and projection kernels (`transposed_keys` of its variable store) untransposed,
+    [2, H, 4C] and [2, C, H], and no layout entry (or `layout` as the entry)."""
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    h5_path = out.with_suffix(".h5")
+    h5_path.write_bytes(members["model.weights.h5"])
+    with h5py.File(h5_path, "r+") as f:
+        found = []
+        f.visititems(lambda name, obj: found.append(name) if name.endswith("/kernel_layout") else None)
+        assert len(found) == 1  # the one biLSTM
+        group = f[found[0]].parent
+        del group["kernel_layout"]
+        if layout is not None:
+            group["kernel_layout"] = np.asarray(layout, "int32")
+        for key in transposed_keys:
+            value = group[key][...]
+            del group[key]
+            group[key] = np.swapaxes(value, 1, 2)
+    members["model.weights.h5"] = h5_path.read_bytes()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def test_load_keras_file_saved_by_0_1_0(tmp_path):
+    """0.1.0 stored the biLSTM's recurrent and projection kernels untransposed; its
+    files still load, to the same outputs."""
+    import numpy_reference as ref
+
+    ref.write_weights(tmp_path / "w.hdf5", ref.random_weights(OPTIONS, seed=4))
+    keras_elmo.ELMoOptions.from_dict(OPTIONS).to_file(tmp_path / "o.json")
+    layer = keras_elmo.ELMoLayer.from_files(tmp_path / "o.json", tmp_path / "w.hdf5", name="elmo")
+    inputs = keras.Input(shape=(None, 50), dtype="int32")
+    model = keras.Model(inputs, layer(inputs))
+    before = model.predict(_ids(), verbose=0)
+    model.save(tmp_path / "new.keras")
+    bilstm = layer.bilstm
+    keys = [str(i) for i, v in enumerate(bilstm.weights) if "recurrent_kernel" in v.path or "proj_kernel" in v.path]
+    assert len(keys) == 4 and all(bilstm.weights[int(k)].shape[1] != bilstm.weights[int(k)].shape[2] for k in keys)
+    _as_saved_by_0_1_0(tmp_path / "new.keras", tmp_path / "old.keras", keys)
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    np.testing.assert_array_equal(loaded.predict(_ids(), verbose=0), before)
+    for a, b in zip(loaded.get_layer("elmo").bilstm.weights, bilstm.weights):
+        np.testing.assert_array_equal(np_(a), np_(b), err_msg=a.path)
+
+    _as_saved_by_0_1_0(tmp_path / "new.keras", tmp_path / "future.keras", keys, layout=3)
+    with pytest.raises(ValueError, match="kernel layout 3"):
+        keras.saving.load_model(tmp_path / "future.keras")
+
+
 def test_stateful_refuses_traced_calls():
     if BACKEND == "torch":
         pytest.skip("torch runs eagerly: stateful works inside predict")

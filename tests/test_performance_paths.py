@@ -302,7 +302,7 @@ def test_jax_float32_products_are_computed_in_float32(dtype, precision, monkeypa
 
     monkeypatch.setattr(recurrence, "_COMPILED", {})  # compile again, through the spies
     monkeypatch.setattr(char_encoder, "_encode_tokens", spy(char_encoder._encode_tokens))
-    monkeypatch.setattr(bilstm, "_infer_packed", spy(bilstm._infer_packed))
+    monkeypatch.setattr(bilstm, "_infer_direction", spy(bilstm._infer_direction))
     layer = _layer(BASE, dtype=dtype)
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(7), 3, max_len=6) + [["x"]])
     _fast(layer, ids, monkeypatch)
