@@ -124,9 +124,9 @@ def test_tensorflow_graph_and_xla_loops(xla, monkeypatch):
 
 
 def test_new_weight_values_reach_the_fast_path(monkeypatch):
-    """The fast path keeps copies of the kernels (transposed; on JAX also per
-    direction): assigning new values to the variables (loading other weights) must
-    replace them."""
+    """The fast path keeps copies of the LSTM weights (on JAX per direction, on
+    PyTorch the kernels untransposed, its variables updated in place): assigning new
+    values to the variables (loading other weights) must replace them."""
     options = VARIANTS["skip-projection"]
     layer = _layer(options)
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(10), 4, max_len=12))
