@@ -365,9 +365,10 @@ class BiLSTM(keras.layers.Layer):
         held as much memory during a call), made once and kept while the variables
         hold the same values (`_cached`).
         """
-        if keras.backend.backend() == "tensorflow":
+        def make():
             return [_directions(layer) for layer in self._weight_values()]
-        return self._cached(lambda: [_directions(layer) for layer in self._weight_values()])
+
+        return make() if keras.backend.backend() == "tensorflow" else self._cached(make)
 
     def _torch_weights(self):
         """Per layer, (input kernel [2, D, 4C], recurrent kernel [2, H, 4C], bias [2, 4C],

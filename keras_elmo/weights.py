@@ -238,15 +238,17 @@ def collect_bilm_weights(char_encoder: "CharEncoder", bilstm: "BiLSTM") -> dict[
         arrays["CNN_proj/W_proj"] = np_(char_encoder.proj_kernel)
         arrays["CNN_proj/b_proj"] = np_(char_encoder.proj_bias)
     for layer in range(o.n_layers):
-        recurrent = np.swapaxes(np_(bilstm.recurrent_kernels[layer]), 1, 2)  # stored transposed
+        # The biLSTM stores the recurrent and projection kernels transposed.
+        recurrent = np.swapaxes(np_(bilstm.recurrent_kernels[layer]), 1, 2)
         kernels = np.concatenate([np_(bilstm.input_kernels[layer]), recurrent], axis=1)
         biases = np_(bilstm.biases[layer])
+        proj = np.swapaxes(np_(bilstm.proj_kernels[layer]), 1, 2) if o.use_lstm_projection else None
         for d in (0, 1):
             prefix = lstm_cell_prefix(d, layer)
             arrays[f"{prefix}/W_0"] = kernels[d]
             arrays[f"{prefix}/B"] = biases[d]
-            if o.use_lstm_projection:
-                arrays[f"{prefix}/W_P_0"] = np_(bilstm.proj_kernels[layer])[d].T
+            if proj is not None:
+                arrays[f"{prefix}/W_P_0"] = proj[d]
     return arrays
 
 
