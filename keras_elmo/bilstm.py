@@ -249,7 +249,10 @@ class BiLSTM(keras.layers.Layer):
         as stored (transposed), for which XLA's CPU product measured 1.5-1.7x
         faster at 8-32 rows than h W.
         The input-to-gate products of up to GATE_POSITIONS running positions are
-        one matrix product (`_run_packed`).
+        one matrix product (`_run_packed`). Layer 0's inputs are token embeddings:
+        when the batch's token table has at most that many rows (padded to a
+        `bucket` size), its products are computed once per distinct token and
+        gathered at each step instead.
         """
         batch, steps = index.shape
         pad, bos, eos = rows
@@ -289,8 +292,8 @@ class BiLSTM(keras.layers.Layer):
         tensor = ops.convert_to_tensor
         index_t, lengths_t = tensor(out_index), tensor(out_lengths)
         if eager:
-            x = ops.take(table, tensor(np.stack([forward, backward]), "int32"), axis=0)
-            outputs, final = self._run_torch(x, state, inside.sum(axis=1).tolist())
+            ids = tensor(np.stack([forward, backward]), "int32")
+            outputs, final = self._run_torch(table, ids, state, inside.sum(axis=1).tolist())
             outputs = self._assemble(outputs, index_t, lengths_t)
         else:
             outputs, final = self._run_packed(table, (forward, backward), inside, index_t, lengths_t, state)
@@ -340,20 +343,37 @@ class BiLSTM(keras.layers.Layer):
         backend = keras.backend.backend()
         feature_major = backend == "jax" or (backend == "tensorflow" and self.TENSORFLOW_XLA)
         weights = self._direction_weights()
-        loop = functools.partial(_infer_direction, self.options, feature_major, group)
+        # Layer 0's inputs are token embeddings: its gates are computed per distinct
+        # token (`table` rows, padded to a bucket size) and gathered at each step,
+        # when that table is no larger than a group's gates.
+        n_table = bucket(int(table.shape[0]))
+        token_gates = n_table <= group
+        loops = [
+            functools.partial(_infer_direction, self.options, feature_major, group, gather)
+            for gather in (token_gates, False)
+        ]
         skip = self.options.use_skip_connections
         if backend == "tensorflow":  # compiled per direction (see `_run_layers`)
-            direction_fn = compiled(("bilstm-direction", self.options, feature_major, group), loop, xla=feature_major)
-            run = functools.partial(_run_layers, direction_fn, compiled("bilstm-finish", _finish), skip)
+            loops = [
+                compiled(("bilstm-direction", self.options, feature_major, group, loop.args[-1]), loop, xla=feature_major)
+                for loop in loops
+            ]
+            run = functools.partial(_run_layers, loops, compiled("bilstm-finish", _finish), skip)
         else:
-            run = compiled(("bilstm", self.options, group), functools.partial(_run_layers, loop, _finish, skip))
+            key = ("bilstm", self.options, group, token_gates)
+            run = compiled(key, functools.partial(_run_layers, loops, _finish, skip))
         tensor = ops.convert_to_tensor
         plan = tuple(
             tensor(a) for a in (positions, offsets, running.astype(np.int32), branch, first, np.int32(n_groups))
         )
-        # Layer 0's inputs at each (step, row), per direction: [S * B, P].
-        x = [ops.take(table, tensor(i.reshape(-1)), axis=0) for i in ids]
-        return run(weights, x, plan, state, index, lengths)
+        if token_gates:
+            extra = n_table - int(table.shape[0])
+            x = ops.pad(table, ((0, extra), (0, 0))) if extra else table
+            tokens = [tensor(i.reshape(-1)) for i in ids]  # [S * B]: the table row at each position
+        else:  # layer 0's inputs at each (step, row), per direction: [S * B, P]
+            x = [ops.take(table, tensor(i.reshape(-1)), axis=0) for i in ids]
+            tokens = None
+        return run(weights, x, tokens, plan, state, index, lengths)
 
     def _direction_weights(self):
         """Per layer, (forward, backward) tuples of the direction's (input kernel [D, 4C],
@@ -401,15 +421,20 @@ class BiLSTM(keras.layers.Layer):
             cache.key = (values, versions)
         return cache.weights
 
-    def _run_torch(self, x, state: State, running: list[int]):
-        """The layers on PyTorch (`torch_lstm_layer`): outputs (forward, backward)
-        [S, B, H] per layer and the final state, in each row's own time."""
+    def _run_torch(self, table, ids, state: State, running: list[int]):
+        """The layers on PyTorch (`torch_lstm_layer`) for table rows `ids` [2, S, B]
+        (forward, backward): outputs (forward, backward) [S, B, H] per layer and the
+        final state, in each row's own time. Layer 0's gates are computed per distinct
+        token when the table has at most `GATE_POSITIONS` rows."""
         o = self.options
+        token_gates = int(table.shape[0]) <= self.GATE_POSITIONS
+        x = table if token_gates else ops.take(table, ids, axis=0)
         outputs, final = [], []
         for layer, kernels in enumerate(self._torch_weights()):
             kernels = tuple(None if w is None else ops.cast(w, x.dtype) for w in kernels)
+            tokens = ids if token_gates and layer == 0 else None
             carry, y = torch_lstm_layer(
-                x, kernels, state[layer], running, self.GATE_POSITIONS, o.cell_clip, o.proj_clip
+                x, kernels, state[layer], running, self.GATE_POSITIONS, o.cell_clip, o.proj_clip, tokens
             )
             if o.use_skip_connections and layer > 0:
                 y = y + x
@@ -490,13 +515,15 @@ def _directions(weights):
     return tuple(zip(*(ops.unstack(w, 2) for w in weights)))
 
 
-def _run_layers(direction_fn, finish_fn, skip: bool, weights, x, plan, state, index, lengths):
-    """The layers of `BiLSTM.infer`, one direction after the other (`direction_fn`:
-    `_infer_direction`, compiled or not), then `finish_fn` (`_finish`): the
-    assembled outputs and the final state.
+def _run_layers(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, state, index, lengths):
+    """The layers of `BiLSTM.infer`, one direction after the other, then `finish_fn`
+    (`_finish`): the assembled outputs and the final state.
 
-    weights: per layer, (forward, backward) weights for `_infer_direction`; x:
-    layer 0's inputs per direction [S * B, P]; plan: `_infer_direction`'s
+    direction_fns: `_infer_direction` (compiled or not) for layer 0 and for the
+    later layers; weights: per layer, (forward, backward) weights for
+    `_infer_direction`; x and tokens: layer 0's inputs, either the token table
+    [n, P] and each direction's table rows [S * B] (gates per distinct token), or
+    per direction the inputs [S * B, P] and None; plan: `_infer_direction`'s
     (positions, offsets, running, branch, first, n_groups); state: (c, h) per layer.
 
     JAX compiles this whole function, TensorFlow each direction and the finish
@@ -514,7 +541,10 @@ def _run_layers(direction_fn, finish_fn, skip: bool, weights, x, plan, state, in
         c0, h0 = (ops.unstack(s, 2) for s in state[layer])
         ys, cs, hs = [], [], []
         for d, direction in enumerate(directions):
-            c, h, y = direction_fn(direction, x[d], *plan, c0[d], h0[d])
+            if layer == 0 and tokens is not None:
+                c, h, y = direction_fns[0](direction, x, tokens[d], *plan, c0[d], h0[d])
+            else:
+                c, h, y = direction_fns[layer > 0](direction, x[d], None, *plan, c0[d], h0[d])
             if skip and layer > 0:
                 y = y + ops.reshape(x[d], y.shape)  # zero past each row's end
             ys.append(y)
@@ -534,15 +564,19 @@ def _finish(outputs, states, index, lengths):
 
 
 def _infer_direction(
-    o: ELMoOptions, feature_major: bool, group: int,
-    weights, x, positions, offsets, running, branch, first, n_groups, c, h,
+    o: ELMoOptions, feature_major: bool, group: int, token_gates: bool,
+    weights, x, tokens, positions, offsets, running, branch, first, n_groups, c, h,
 ):
     """The compiled packed loop of `BiLSTM.infer` for one direction of one layer: one
     step at a time, the input-to-gate products of `group` positions at once.
 
     weights: the direction's (w_in [D, 4C], w_rec [4C, H], bias [4C][, proj [H, C]]),
     the recurrent and projection kernels as stored (transposed); x [S * B, D]: the layer's
-    inputs at each (step, row), step * B + row; positions [N]: the running (step,
+    inputs at each (step, row), step * B + row; or with `token_gates` (layer 0),
+    x [n, D] holds one row per distinct token and tokens [S * B] the row at each
+    (step, row): the gates are computed once per token, [n, 4C], and each step
+    gathers its rows' (in the benchmark's batches of 32, 460-515 distinct
+    tokens against 790-920 positions). positions [N]: the running (step,
     row) positions as step * B + row, packed step after step; offsets [S]: where
     each step starts in the packed order; running [S]: the rows running at each
     step (a leading block); branch [S]: the row block computed at each step;
@@ -574,10 +608,17 @@ def _infer_direction(
         w_rec = ops.transpose(w_rec)
         proj = None if proj is None else ops.transpose(proj)
 
+    if token_gates:
+        token_table = ops.matmul(x, w_in) + bias  # [n, 4C]
+        packed_tokens = ops.take(tokens, positions)  # the table row at each packed position
+
     def step_fn(rows, t, gates, base, c_all, h_all):
         """Step t of the first `rows` rows: the new (c, h) of all rows and the
         step's outputs [B, H]."""
-        z = ops.slice(gates, (offsets[t] - base, 0), (rows, gate_width))
+        if token_gates:
+            z = ops.take(token_table, ops.slice(packed_tokens, (offsets[t],), (rows,)), axis=0)
+        else:
+            z = ops.slice(gates, (offsets[t] - base, 0), (rows, gate_width))
         m = ops.arange(rows) < running[t]
         if feature_major:
             c, h, m = c_all[:, :rows], h_all[:, :rows], m[None, :]
@@ -596,8 +637,11 @@ def _infer_direction(
 
     def group_fn(g, carry):
         base = g * group
-        x_g = ops.take(x, ops.slice(positions, (base,), (span,)), axis=0)
-        gates = ops.matmul(x_g, w_in) + bias
+        if token_gates:
+            gates = None
+        else:
+            x_g = ops.take(x, ops.slice(positions, (base,), (span,)), axis=0)
+            gates = ops.matmul(x_g, w_in) + bias
 
         def one_step(t, carry):
             # The outputs are written outside the branches: passing y through

@@ -222,6 +222,7 @@ def torch_lstm_layer(
     gate_positions: int,
     cell_clip: float | None,
     proj_clip: float | None,
+    tokens: Any = None,
 ) -> tuple[tuple[Any, Any], Any]:
     """One biLSTM layer for PyTorch, eager, on rows sorted by length (longest first).
 
@@ -234,6 +235,9 @@ def torch_lstm_layer(
         gate_positions: the most (step, row) positions whose input-to-gate
             products are one matrix product (at least one step's), which bounds
             the gates held in memory.
+        tokens: None, or (layer 0) the row of `x` at each position [2, S, B]:
+            `x` [n, D] then holds one row per distinct token, whose gates are
+            computed once [n, 4C] and gathered at each step.
 
     Returns:
         The final `(c, h)` and the outputs y [2, S, B, H] (zeros past each row's end).
@@ -251,6 +255,8 @@ def torch_lstm_layer(
 
     w_in, w_rec, bias, proj = kernels
     n_steps = sum(1 for n in running if n)
+    if tokens is not None:  # one chunk: the gates are gathered from the token table
+        gate_positions = sum(running)
     # Chunks of whole steps, each within the position budget.
     chunks, start = [], 0
     while start < n_steps:
@@ -262,17 +268,21 @@ def torch_lstm_layer(
         start = end
     with torch.no_grad():
         c_all, h_all = (s.clone() for s in state)
-        _, steps, rows, _ = x.shape
+        steps, rows = (x if tokens is None else tokens).shape[1:3]
         y = x.new_zeros((2, steps, rows, h_all.shape[-1]))
         for d in range(2):
             c, h, y_d = c_all[d], h_all[d], y[d]
             for start, end in chunks:
-                packed = torch.cat([x[d, t, : running[t]] for t in range(start, end)])
-                gates = torch.addmm(bias[d], packed, w_in[d])
+                if tokens is None:
+                    packed = torch.cat([x[d, t, : running[t]] for t in range(start, end)])
+                    gates = torch.addmm(bias[d], packed, w_in[d])
+                else:
+                    gates, rows_d = torch.addmm(bias[d], x, w_in[d]), tokens[d].long()
                 offset = 0
                 for t in range(start, end):
                     n = running[t]
-                    z = torch.addmm(gates[offset : offset + n], h[:n], w_rec[d])
+                    z_in = gates[offset : offset + n] if tokens is None else gates.index_select(0, rows_d[t, :n])
+                    z = torch.addmm(z_in, h[:n], w_rec[d])
                     offset += n
                     i, j, f, o = z.chunk(4, dim=-1)
                     f.add_(1.0).sigmoid_()

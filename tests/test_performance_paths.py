@@ -163,6 +163,38 @@ def test_long_sentence_many_chunks(monkeypatch):
     _assert_close(_fast(layer, ids, monkeypatch), _reference(layer, ids, monkeypatch))
 
 
+def test_layer_zero_gates_per_token_or_per_position(monkeypatch):
+    """Layer 0's input-to-gate products are computed per distinct token when the
+    token table is small enough (repeated words), else per position; both give the
+    reference path's results."""
+    from keras_elmo import bilstm, recurrence
+
+    layer = _layer(VARIANTS["skip-projection"])
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(12), 6, max_len=25))
+    want = _reference(layer, ids, monkeypatch)
+    modes = []
+    infer_direction, torch_layer = bilstm._infer_direction, bilstm.torch_lstm_layer
+
+    def spy_compiled(o, feature_major, group, token_gates, weights, x, tokens, *rest):
+        modes.append(tokens is not None)
+        return infer_direction(o, feature_major, group, token_gates, weights, x, tokens, *rest)
+
+    def spy_torch(*args):
+        modes.append(args[-1] is not None)
+        return torch_layer(*args)
+
+    for gate_positions, per_token in ((1024, True), (8, False)):
+        modes.clear()
+        with monkeypatch.context() as m:
+            m.setattr(recurrence, "_COMPILED", {})  # compile again, through the spy
+            m.setattr(bilstm, "_infer_direction", spy_compiled)
+            m.setattr(bilstm, "torch_lstm_layer", spy_torch)
+            m.setattr(BiLSTM, "GATE_POSITIONS", gate_positions)
+            _assert_close(_fast(layer, ids, monkeypatch), want)
+        # Layer 0 first (once or per direction), then the later layers per position.
+        assert modes and modes[0] is per_token and modes[-1] is False, modes
+
+
 def test_padding_and_row_order_do_not_matter(monkeypatch):
     layer = _layer(VARIANTS["skip-projection"])
     sentences = _sentences(np.random.default_rng(2), 11)
