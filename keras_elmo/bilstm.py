@@ -216,6 +216,14 @@ class BiLSTM(keras.layers.Layer):
     #: projection kernels, 160 MB for the original model, and XLA's compiler).
     #: False selects the graph mode.
     TENSORFLOW_XLA = True
+    #: JAX runs the two directions of a layer as a loop in its compiled program, which
+    #: takes each direction's weights out of the stacked [2, ...] variables inside the
+    #: loop: a temporary for one direction at a time (72 MB for the original model).
+    #: True keeps per-direction copies of all LSTM weights instead (302 MB, made on the
+    #: first call and again after the weights change), which measured 4-8% faster on
+    #: a 2-core CPU (no copying per call), for about 290 MiB more peak memory at
+    #: batch 64.
+    JAX_WEIGHT_COPIES = False
 
     @float32_products
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
@@ -342,7 +350,8 @@ class BiLSTM(keras.layers.Layer):
         branch = np.searchsorted(self._row_sizes(rows), running).astype(np.int32)
         backend = keras.backend.backend()
         feature_major = backend == "jax" or (backend == "tensorflow" and self.TENSORFLOW_XLA)
-        weights = self._direction_weights()
+        looped = backend == "jax" and not self.JAX_WEIGHT_COPIES
+        weights = self._weight_values() if looped else self._direction_weights()
         # Layer 0's inputs are token embeddings: its gates are computed per distinct
         # token (`table` rows, padded to a bucket size) and gathered at each step,
         # when that table is no larger than a group's gates.
@@ -360,8 +369,9 @@ class BiLSTM(keras.layers.Layer):
             ]
             run = functools.partial(_run_layers, loops, compiled("bilstm-finish", _finish), skip)
         else:
-            key = ("bilstm", self.options, group, token_gates)
-            run = compiled(key, functools.partial(_run_layers, loops, _finish, skip))
+            layers_fn = _run_layers_looped if looped else _run_layers
+            key = ("bilstm", self.options, group, token_gates, looped)
+            run = compiled(key, functools.partial(layers_fn, loops, _finish, skip))
         tensor = ops.convert_to_tensor
         plan = tuple(
             tensor(a) for a in (positions, offsets, running.astype(np.int32), branch, first, np.int32(n_groups))
@@ -381,9 +391,8 @@ class BiLSTM(keras.layers.Layer):
 
         TensorFlow's slices of the leading (direction) axis share the variables'
         memory, so they are taken on every call. JAX's are copies (302 MB for the
-        original model: made inside the compiled function, the input kernels' copies
-        held as much memory during a call), made once and kept while the variables
-        hold the same values (`_cached`).
+        original model), made once and kept while the variables hold the same values
+        (`_cached`), and only with `JAX_WEIGHT_COPIES` (see `_run_layers_looped`).
         """
         def make():
             return [_directions(layer) for layer in self._weight_values()]
@@ -526,8 +535,8 @@ def _run_layers(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, 
     per direction the inputs [S * B, P] and None; plan: `_infer_direction`'s
     (positions, offsets, running, branch, first, n_groups); state: (c, h) per layer.
 
-    JAX compiles this whole function, TensorFlow each direction and the finish
-    separately. As one program, XLA allocates the temporaries (the gates of a
+    TensorFlow compiles each direction and the finish separately; JAX compiles this
+    whole function with `BiLSTM.JAX_WEIGHT_COPIES`, else `_run_layers_looped`. As one program, XLA allocates the temporaries (the gates of a
     group, 69 MB at 1024 positions) once per call instead of once per direction:
     JAX's CPU runtime takes fresh pages for them on every execution, and the page
     faults made the four-program version 4-5% slower. TensorFlow's allocator keeps
@@ -553,6 +562,50 @@ def _run_layers(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, 
         outputs.append(tuple(ys))
         states.append((tuple(cs), tuple(hs)))
         x = [ops.reshape(y, (-1, y.shape[-1])) for y in ys]
+    return finish_fn(outputs, states, index, lengths)
+
+
+def _run_layers_looped(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, state, index, lengths):
+    """`_run_layers` for JAX without per-direction copies of the weights: each layer's
+    two directions are a loop of the compiled program, which takes its direction's
+    weights out of the stacked variables ([2, ...] each; `weights`: per layer, the
+    tuple of them) as a temporary of one direction at a time.
+
+    Copies of all of them cost 302 MB for the original model; JAX cannot slice a
+    variable without copying, and slices taken outside such a loop were held at
+    once. The loop also halves the program (one direction's loop per layer), and
+    the compiler's memory with it: the peak at batch 64 fell from 1602-1616 to
+    1310-1317 MiB. The weights are copied on every call instead, into fresh
+    pages: 4-8% slower on a 2-core CPU (`BiLSTM.JAX_WEIGHT_COPIES` keeps copies).
+    """
+    import jax
+
+    steps, rows = plan[1].shape[0], state[0][0].shape[1]
+    outputs, states = [], []
+    for layer, stacked_weights in enumerate(weights):
+        c0, h0 = state[layer]
+        by_token = layer == 0 and tokens is not None
+        inputs = (x, ops.stack(tokens)) if by_token else (ops.stack(x), None)
+        fn = direction_fns[layer > 0 or not by_token]
+
+        def body(d, carry, stacked_weights=stacked_weights, inputs=inputs, fn=fn, by_token=by_token,
+                 c0=c0, h0=h0, later=layer > 0):
+            def pick(a):
+                return jax.lax.dynamic_index_in_dim(a, d, keepdims=False)
+
+            direction = tuple(pick(w) for w in stacked_weights)
+            x_d, tokens_d = (inputs[0], pick(inputs[1])) if by_token else (pick(inputs[0]), None)
+            c, h, y = fn(direction, x_d, tokens_d, *plan, pick(c0), pick(h0))
+            y = ops.reshape(y, (-1, y.shape[-1]))
+            if skip and later:
+                y = y + x_d  # zero past each row's end
+            return tuple(jax.lax.dynamic_update_index_in_dim(a, v, d, 0) for a, v in zip(carry, (y, c, h)))
+
+        y0 = ops.zeros((2, steps * rows, h0.shape[-1]), h0.dtype)
+        ys, cs, hs = jax.lax.fori_loop(0, 2, body, (y0, ops.zeros_like(c0), ops.zeros_like(h0)))
+        outputs.append(tuple(ops.reshape(ys[d], (steps, rows, -1)) for d in range(2)))
+        states.append(((cs[0], cs[1]), (hs[0], hs[1])))
+        x = [ys[0], ys[1]]
     return finish_fn(outputs, states, index, lengths)
 
 

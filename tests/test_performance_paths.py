@@ -123,10 +123,13 @@ def test_tensorflow_graph_and_xla_loops(xla, monkeypatch):
     _assert_close(_fast(layer, ids, monkeypatch), want)
 
 
-def test_new_weight_values_reach_the_fast_path(monkeypatch):
-    """The fast path keeps copies of the LSTM weights (on JAX per direction, on
-    PyTorch the kernels untransposed, its variables updated in place): assigning new
-    values to the variables (loading other weights) must replace them."""
+@pytest.mark.parametrize("jax_copies", [False, True])
+def test_new_weight_values_reach_the_fast_path(monkeypatch, jax_copies):
+    """The fast path may keep copies of the LSTM weights (on JAX per direction with
+    `JAX_WEIGHT_COPIES`, else none; on PyTorch the kernels untransposed, its variables
+    updated in place): assigning new values to the variables (loading other weights)
+    must replace them. Both JAX variants give the reference path's results."""
+    monkeypatch.setattr(BiLSTM, "JAX_WEIGHT_COPIES", jax_copies)
     options = VARIANTS["skip-projection"]
     layer = _layer(options)
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(10), 4, max_len=12))
