@@ -536,8 +536,9 @@ def _run_layers(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, 
     (positions, offsets, running, branch, first, n_groups); state: (c, h) per layer.
 
     TensorFlow compiles each direction and the finish separately; JAX compiles this
-    whole function with `BiLSTM.JAX_WEIGHT_COPIES`, else `_run_layers_looped`. As one program, XLA allocates the temporaries (the gates of a
-    group, 69 MB at 1024 positions) once per call instead of once per direction:
+    whole function with `BiLSTM.JAX_WEIGHT_COPIES`, else `_run_layers_looped`. As
+    one program, XLA allocates the temporaries (the gates of a group, 69 MB at
+    1024 positions) once per call instead of once per direction:
     JAX's CPU runtime takes fresh pages for them on every execution, and the page
     faults made the four-program version 4-5% slower. TensorFlow's allocator keeps
     its pages (no faults), and there one direction's program needs far less memory
@@ -574,8 +575,8 @@ def _run_layers_looped(direction_fns, finish_fn, skip: bool, weights, x, tokens,
     Copies of all of them cost 302 MB for the original model; JAX cannot slice a
     variable without copying, and slices taken outside such a loop were held at
     once. The loop also halves the program (one direction's loop per layer), and
-    the compiler's memory with it: the peak at batch 64 fell from 1602-1616 to
-    1310-1317 MiB. The weights are copied on every call instead, into fresh
+    the compiler's memory with it: the peak at batch 64 fell from 1571-1622 to
+    1265-1331 MiB (2-core CPU, fresh processes). The weights are copied on every call instead, into fresh
     pages: 4-8% slower on a 2-core CPU (`BiLSTM.JAX_WEIGHT_COPIES` keeps copies).
     """
     import jax
