@@ -255,10 +255,11 @@ def torch_lstm_layer(
 
     w_in, w_rec, bias, proj = kernels
     n_steps = sum(1 for n in running if n)
-    if tokens is not None:  # one chunk: the gates are gathered from the token table
-        gate_positions = sum(running)
-    # Chunks of whole steps, each within the position budget.
+    # Chunks of whole steps, each within the position budget; one chunk when the
+    # gates are gathered from the token table (computed once per direction).
     chunks, start = [], 0
+    if tokens is not None and n_steps:
+        chunks, start = [(0, n_steps)], n_steps
     while start < n_steps:
         end, positions = start + 1, running[start]
         while end < n_steps and positions + running[end] <= gate_positions:
