@@ -299,9 +299,10 @@ STEP_ROWS = (1, 2, 4, 8, 16, 32, 64)
 
 def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[int, float]:
     """Seconds per recurrent step of one direction (the recurrent product, then the
-    projection), by rows, with the backend's matmul: the faster of h W (rows-major) and
+    projection), by rows, with the backend's matmul: the fastest of h W (rows-major) and
     W^T h^T (feature-major, transposed kernels), since their speeds differ by backend
-    and rows (on TensorFlow, of graph mode and XLA too). A step must read its
+    and rows (on TensorFlow, of graph mode and XLA too; on PyTorch, also of the
+    layer's oneDNN steps on reordered kernels, `torch_step_product`). A step must read its
     direction's weights (40 MB for the original model), so with few rows its time is
     set by memory bandwidth more than by the matmul rate: this is the floor under the
     biLSTM's sequential part."""
@@ -362,6 +363,11 @@ def step_rates(options_dict: dict, steps: int = 20, repeats: int = 3) -> dict[in
         for layout, make in (("rows", rows_major), ("features", feature_major))
         for jit in jits
     ]
+    if backend == "torch":  # also the layer's own step products (oneDNN, reordered kernels)
+        from keras_elmo.recurrence import torch_step_product
+
+        rec, proj = (torch_step_product(put_weight(k), True) for k in kernels["features"])
+        steps_by_layout.append(("rows", looped(rows_major(lambda x, f: f(x), rec, proj))))
     seconds = {}
     for rows in STEP_ROWS:
         h = rng.standard_normal((rows, out), dtype=np.float32)
@@ -511,8 +517,8 @@ def main(argv=None) -> int:
           f"LSTM {flops['lstm'] / 1e6:.1f})")
     print("# float32 matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     step_flops = lstm_flops(options)["step"]
-    print("# one recurrent step, one direction (recurrent product and projection, the faster of"
-          " h W and W^T h^T): ms (GFLOP/s) by rows: "
+    print("# one recurrent step, one direction (recurrent product and projection, the fastest of"
+          " h W, W^T h^T and on PyTorch oneDNN on reordered kernels): ms (GFLOP/s) by rows: "
           + ", ".join(f"{r}: {1e3 * t:.2f} ({r * step_flops / t / 1e9:.0f})" for r, t in step_s.items()))
     print(f"# baseline RSS after loading: {current_rss_mib():.0f} MiB")
 

@@ -36,6 +36,7 @@ from keras_elmo.recurrence import (
     stacked,
     step_outputs,
     torch_lstm_layer,
+    torch_step_product,
     update_leading,
     write_step,
 )
@@ -224,6 +225,14 @@ class BiLSTM(keras.layers.Layer):
     #: a 2-core CPU (no copying per call), for about 290 MiB more peak memory at
     #: batch 64.
     JAX_WEIGHT_COPIES = False
+    #: True runs PyTorch's steps (CPU, float32) with oneDNN's linear op on the recurrent
+    #: and projection kernels reordered once into its blocked layout
+    #: (`torch_step_product`) instead of `addmm` on untransposed copies. On a 2-core
+    #: CPU: 1.03-1.09x the speed of the whole layer at batch 32, none at batch 64, and
+    #: 100-230 MiB more peak memory at batch 64 (oneDNN caches a primitive, with its
+    #: scratch memory, for every number of rows a step has), which would break the
+    #: 1.5 GiB budget there. Hence opt-in.
+    TORCH_ONEDNN_STEPS = False
 
     @float32_products
     def infer(self, table, index, lengths, rows, initial_state: State | None = None):
@@ -399,35 +408,42 @@ class BiLSTM(keras.layers.Layer):
 
         return make() if keras.backend.backend() == "tensorflow" else self._cached(make)
 
-    def _torch_weights(self):
-        """Per layer, (input kernel [2, D, 4C], recurrent kernel [2, H, 4C], bias [2, 4C],
-        projection [2, C, H] or None) for `torch_lstm_layer`: the recurrent and
-        projection kernels untransposed, as copies kept while the variables hold the
-        same values (`_cached`). PyTorch's h W steps with the stored W^T (a transposed
-        view) measured up to 2x slower at 2-8 rows, and its W^T h^T steps as slow."""
+    def _torch_weights(self, dtype: Any):
+        """Per layer, (input kernel [2, D, 4C], recurrent products, bias [2, 4C],
+        projection products or None) for `torch_lstm_layer`, in `dtype`: the
+        recurrent and projection products per direction (`torch_step_product`:
+        `addmm` on untransposed copies, or with `TORCH_ONEDNN_STEPS` oneDNN on
+        kernels reordered once), kept while the variables hold the same values
+        (`_cached`): the two kernels once more (160 MB for the original model).
+        PyTorch's h W steps with the stored W^T (a transposed view) measured up to
+        2x slower at 2-8 rows, and its W^T h^T steps as slow."""
+        prepack = self.TORCH_ONEDNN_STEPS
 
         def make():
             layers = []
             for w_in, w_rec, bias, *proj in self._weight_values():
-                untransposed = tuple(w.transpose(1, 2).contiguous() for w in (w_rec, *proj))
-                layers.append((w_in, untransposed[0], bias, untransposed[1] if proj else None))
+                w_in, w_rec, bias, *proj = (ops.cast(w, dtype) for w in (w_in, w_rec, bias, *proj))
+                steps = [[torch_step_product(w[d], prepack) for d in range(2)] for w in (w_rec, *proj)]
+                layers.append((w_in, steps[0], bias, steps[1] if proj else None))
             return layers
 
-        return self._cached(make)
+        return self._cached(make, tag=(str(dtype), prepack))
 
-    def _cached(self, make):
+    def _cached(self, make, tag: Any = None):
         """`make()`, kept until the variables hold other values: other value objects
         (JAX assigns new arrays), or the same objects changed in place (PyTorch's
-        version counters). Old copies are freed before new ones are made."""
+        version counters), or `tag` (what `make` depends on besides them) changes.
+        Old copies are freed before new ones are made."""
         cache = self._copies  # a plain holder: Keras would track a list attribute
         values = [v.value for v in self.weights]
         versions = [getattr(x, "_version", None) for x in values]
         same = cache.key is not None and len(cache.key[0]) == len(values)
-        same = same and all(a is b for a, b in zip(cache.key[0], values)) and cache.key[1] == versions
+        same = same and all(a is b for a, b in zip(cache.key[0], values))
+        same = same and cache.key[1] == versions and cache.key[2] == tag
         if not same:
             cache.key, cache.weights = None, None
             cache.weights = make()
-            cache.key = (values, versions)
+            cache.key = (values, versions, tag)
         return cache.weights
 
     def _run_torch(self, table, ids, state: State, running: list[int]):
@@ -439,8 +455,7 @@ class BiLSTM(keras.layers.Layer):
         token_gates = int(table.shape[0]) <= self.GATE_POSITIONS
         x = table if token_gates else ops.take(table, ids, axis=0)
         outputs, final = [], []
-        for layer, kernels in enumerate(self._torch_weights()):
-            kernels = tuple(None if w is None else ops.cast(w, x.dtype) for w in kernels)
+        for layer, kernels in enumerate(self._torch_weights(x.dtype)):
             tokens = ids if token_gates and layer == 0 else None
             carry, y = torch_lstm_layer(
                 x, kernels, state[layer], running, self.GATE_POSITIONS, o.cell_clip, o.proj_clip, tokens

@@ -214,6 +214,42 @@ def update_leading(buffer: Any, value: Any, columns: bool, graph: bool) -> Any:
     return keras.ops.slice_update(buffer, (0, 0), value)
 
 
+def torch_step_product(kernel: Any, prepack: bool) -> Callable[..., Any]:
+    """A direction's per-step product for `torch_lstm_layer`: `f(x, add=None)` returns
+    `add + x W` for `kernel` W^T [out, in] (as stored, a Linear layer's layout).
+
+    Otherwise W is an untransposed copy for `addmm`. With `prepack` (float32 on
+    CPU, `BiLSTM.TORCH_ONEDNN_STEPS`), the kernel is instead reordered once into
+    oneDNN's blocked layout and each step runs oneDNN's linear op on it (PyTorch's
+    `mkldnn._linear_pointwise`, which its compiler uses for frozen CPU models): a
+    step with few rows is bound by reading the kernel, which a plain product packs
+    again on every call. The outputs move by about 1e-6 (another summation order).
+    Where PyTorch has no such op, or the kernel is elsewhere, `prepack` is ignored.
+    """
+    import torch
+
+    if prepack and kernel.device.type == "cpu" and kernel.dtype == torch.float32:
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(kernel.contiguous(), None)
+        except (AttributeError, RuntimeError):  # no oneDNN in this build
+            packed = None
+        if packed is not None:
+            linear = torch.ops.mkldnn._linear_pointwise
+
+            def onednn(x: Any, add: Any = None) -> Any:
+                if add is None:
+                    return linear(x, packed, None, "none", [], "")
+                return linear.binary(x, add, packed, None, "add")
+
+            return onednn
+    weight = kernel.transpose(0, 1).contiguous()
+
+    def plain(x: Any, add: Any = None) -> Any:
+        return torch.mm(x, weight) if add is None else torch.addmm(add, x, weight)
+
+    return plain
+
+
 def torch_lstm_layer(
     x: Any,
     kernels: tuple[Any, ...],
@@ -229,7 +265,9 @@ def torch_lstm_layer(
     Args:
         x: inputs [2, S, B, D] (direction, time, row), both directions in each
             row's own time; zeros past each row's end.
-        kernels: `(input [2, D, 4C], recurrent [2, H, 4C], bias [2, 4C], proj [2, C, H] or None)`.
+        kernels: `(input [2, D, 4C], recurrent, bias [2, 4C], proj or None)`: the
+            recurrent and projection products are per direction
+            (`torch_step_product`), `f(h, add)` = add + h W [H, 4C] and `f(m)` = m P [C, H].
         state: `(c [2, B, C], h [2, B, H])` to start from.
         running: for each step, how many rows (a leading block) have not ended.
         gate_positions: the most (step, row) positions whose input-to-gate
@@ -253,7 +291,7 @@ def torch_lstm_layer(
     """
     import torch
 
-    w_in, w_rec, bias, proj = kernels
+    w_in, recurrent, bias, proj = kernels
     n_steps = sum(1 for n in running if n)
     # Chunks of whole steps, each within the position budget; one chunk when the
     # gates are gathered from the token table (computed once per direction).
@@ -283,7 +321,7 @@ def torch_lstm_layer(
                 for t in range(start, end):
                     n = running[t]
                     z_in = gates[offset : offset + n] if tokens is None else gates.index_select(0, rows_d[t, :n])
-                    z = torch.addmm(z_in, h[:n], w_rec[d])
+                    z = recurrent[d](h[:n], z_in)
                     offset += n
                     i, j, f, o = z.chunk(4, dim=-1)
                     f.add_(1.0).sigmoid_()
@@ -292,7 +330,7 @@ def torch_lstm_layer(
                         c_new.clamp_(-cell_clip, cell_clip)
                     h_new = o.sigmoid_().mul_(torch.tanh(c_new))
                     if proj is not None:
-                        h_new = torch.mm(h_new, proj[d])
+                        h_new = proj[d](h_new)
                         if proj_clip is not None:
                             h_new.clamp_(-proj_clip, proj_clip)
                     c[:n] = c_new

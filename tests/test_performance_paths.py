@@ -126,9 +126,10 @@ def test_tensorflow_graph_and_xla_loops(xla, monkeypatch):
 @pytest.mark.parametrize("jax_copies", [False, True])
 def test_new_weight_values_reach_the_fast_path(monkeypatch, jax_copies):
     """The fast path may keep copies of the LSTM weights (on JAX per direction with
-    `JAX_WEIGHT_COPIES`, else none; on PyTorch the kernels untransposed, its variables
-    updated in place): assigning new values to the variables (loading other weights)
-    must replace them. Both JAX variants give the reference path's results."""
+    `JAX_WEIGHT_COPIES`, else none; on PyTorch the step kernels, reordered or
+    untransposed, its variables updated in place): assigning new values to the
+    variables (loading other weights) must replace them. Both JAX variants give the
+    reference path's results."""
     monkeypatch.setattr(BiLSTM, "JAX_WEIGHT_COPIES", jax_copies)
     options = VARIANTS["skip-projection"]
     layer = _layer(options)
@@ -138,6 +139,31 @@ def test_new_weight_values_reach_the_fast_path(monkeypatch, jax_copies):
     after = _fast(layer, ids, monkeypatch)
     assert not np.allclose(after["lstm_outputs2"], before["lstm_outputs2"])
     _assert_close(after, _reference(layer, ids, monkeypatch))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's step products")
+@pytest.mark.parametrize("onednn", [True, False])
+def test_torch_step_products(onednn, monkeypatch):
+    """PyTorch's steps run oneDNN on kernels reordered once (`TORCH_ONEDNN_STEPS`,
+    float32 on CPU) or `addmm` on untransposed copies: both give the reference
+    path's results, and the flag selects which runs."""
+    import torch
+
+    from keras_elmo import bilstm, recurrence
+
+    kinds = []
+
+    def spy(kernel, prepack):
+        product = recurrence.torch_step_product(kernel, prepack)
+        return lambda *args: kinds.append(product.__name__) or product(*args)
+
+    monkeypatch.setattr(bilstm, "torch_step_product", spy)
+    monkeypatch.setattr(BiLSTM, "TORCH_ONEDNN_STEPS", onednn)
+    layer = _layer(VARIANTS["skip-projection"])
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(13), 7, max_len=20))
+    _assert_close(_fast(layer, ids, monkeypatch), _reference(layer, ids, monkeypatch))
+    expected = "onednn" if onednn and torch.backends.mkldnn.is_available() else "plain"
+    assert kinds and set(kinds) == {expected}, set(kinds)
 
 
 def test_char_encoder_in_several_calls(monkeypatch):
