@@ -218,13 +218,14 @@ def torch_step_product(kernel: Any, prepack: bool) -> Callable[..., Any]:
     """A direction's per-step product for `torch_lstm_layer`: `f(x, add=None)` returns
     `add + x W` for `kernel` W^T [out, in] (as stored, a Linear layer's layout).
 
-    Otherwise W is an untransposed copy for `addmm`. With `prepack` (float32 on
-    CPU, `BiLSTM.TORCH_ONEDNN_STEPS`), the kernel is instead reordered once into
-    oneDNN's blocked layout and each step runs oneDNN's linear op on it (PyTorch's
-    `mkldnn._linear_pointwise`, which its compiler uses for frozen CPU models): a
-    step with few rows is bound by reading the kernel, which a plain product packs
-    again on every call. The outputs move by about 1e-6 (another summation order).
-    Where PyTorch has no such op, or the kernel is elsewhere, `prepack` is ignored.
+    By default W is kept as an untransposed copy for `addmm`. With `prepack`
+    (float32 on CPU, `BiLSTM.TORCH_ONEDNN_STEPS`), the kernel is instead reordered
+    once into oneDNN's blocked layout and each step runs oneDNN's linear op on it
+    (PyTorch's `mkldnn._linear_pointwise`, which its compiler uses for frozen CPU
+    models): a step with few rows is bound by reading the kernel, which a plain
+    product packs again on every call. The outputs move by about 1e-6 (another
+    summation order). Where PyTorch has no such op, or the kernel is elsewhere,
+    `prepack` is ignored.
     """
     import torch
 
