@@ -543,8 +543,8 @@ def _run_layers(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, 
     """The layers of `BiLSTM.infer`, one direction after the other, then `finish_fn`
     (`_finish`): the assembled outputs and the final state.
 
-    direction_fns: `_infer_direction` (compiled or not) for layer 0 and for the
-    later layers; weights: per layer, (forward, backward) weights for
+    direction_fns: `_infer_direction` (compiled or not) with layer 0's gates per
+    distinct token, and with gates per position (the later layers); weights: per layer, (forward, backward) weights for
     `_infer_direction`; x and tokens: layer 0's inputs, either the token table
     [n, P] and each direction's table rows [S * B] (gates per distinct token), or
     per direction the inputs [S * B, P] and None; plan: `_infer_direction`'s
@@ -565,13 +565,13 @@ def _run_layers(direction_fns, finish_fn, skip: bool, weights, x, tokens, plan, 
     for layer, directions in enumerate(weights):
         c0, h0 = (ops.unstack(s, 2) for s in state[layer])
         ys, cs, hs = [], [], []
+        by_token = layer == 0 and tokens is not None
+        fn = direction_fns[not by_token]
         for d, direction in enumerate(directions):
-            if layer == 0 and tokens is not None:
-                c, h, y = direction_fns[0](direction, x, tokens[d], *plan, c0[d], h0[d])
-            else:
-                c, h, y = direction_fns[layer > 0](direction, x[d], None, *plan, c0[d], h0[d])
+            x_d, tokens_d = (x, tokens[d]) if by_token else (x[d], None)
+            c, h, y = fn(direction, x_d, tokens_d, *plan, c0[d], h0[d])
             if skip and layer > 0:
-                y = y + ops.reshape(x[d], y.shape)  # zero past each row's end
+                y = y + ops.reshape(x_d, y.shape)  # zero past each row's end
             ys.append(y)
             cs.append(c)
             hs.append(h)
@@ -602,7 +602,7 @@ def _run_layers_looped(direction_fns, finish_fn, skip: bool, weights, x, tokens,
         c0, h0 = state[layer]
         by_token = layer == 0 and tokens is not None
         inputs = (x, ops.stack(tokens)) if by_token else (ops.stack(x), None)
-        fn = direction_fns[layer > 0 or not by_token]
+        fn = direction_fns[not by_token]
 
         def body(d, carry, stacked_weights=stacked_weights, inputs=inputs, fn=fn, by_token=by_token,
                  c0=c0, h0=h0, later=layer > 0):
