@@ -18,7 +18,7 @@ import keras_elmo
 import numpy_reference as ref
 from conftest import TINY_OPTIONS
 from keras_elmo.bilstm import BiLSTM
-from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache, unique_rows
+from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache, chars_needed, encode_chars, unique_rows
 from keras_elmo.recurrence import bucket
 from keras_elmo.weights import assign_bilm_weights
 
@@ -173,6 +173,48 @@ def test_char_encoder_in_several_calls(monkeypatch):
     want = _reference(layer, ids, monkeypatch)
     monkeypatch.setattr(CharEncoder, "MAX_TOKENS_PER_CALL", 5)
     _assert_close(_fast(layer, ids, monkeypatch), want)
+
+
+def test_chars_needed():
+    ids = keras_elmo.char_ids([["a", "b" * 20, "c" * 48, "d" * 60]])[0]
+    user_made = ids[0].copy()
+    user_made[3:] = 0  # zeros, not the in-token padding, after </w>: not cut
+    tokens = np.stack([*ids, np.zeros(50, np.int32), user_made])
+    # last character + the widest filter (7), on the bucket ladder from 16, at most 50
+    assert chars_needed(tokens, 7).tolist() == [16, 32, 50, 50, 16, 50]
+    assert chars_needed(tokens, 1).tolist() == [16, 24, 50, 50, 16, 50]
+
+
+@pytest.mark.parametrize("widths", [[[1, 4], [2, 8], [3, 8]], [[1, 4], [7, 6]]])
+def test_char_encoder_cuts_tokens_exactly(widths, monkeypatch):
+    """The inference path runs the encoder on tokens sorted by length, in chunks cut to
+    the characters they need; the table comes back in the tokens' order, equal to
+    the full-width computation (a cut without the widest filter's margin is not)."""
+    options = _variant(cnn={"filters": widths})
+    layer = _layer(options, seed=11)
+    encoder = layer.char_encoder
+    words = ["x", "ab" * 12, "é" * 23, "cat", "a" * 55, "dog", "q" * 9, "<S>"]
+    rng = np.random.default_rng(2)
+    tokens = keras_elmo.char_ids([[words[i] for i in rng.integers(0, len(words), 40)]])[0]
+    tokens = np.concatenate([tokens, np.zeros((1, 50), np.int32)])
+    want = keras.ops.convert_to_numpy(
+        encode_chars(encoder.options, "float32", encoder._weight_tree(values=True), tokens)
+    )
+    want[-1] = 0.0  # the padding token
+    calls = []
+    compiled = keras_elmo.char_encoder.compiled
+
+    def spy(key, fn, xla=False):
+        f = compiled(key, fn, xla)
+        return lambda weights, x: calls.append(tuple(x.shape)) or f(weights, x)
+
+    monkeypatch.setattr(keras_elmo.char_encoder, "compiled", spy)
+    monkeypatch.setattr(CharEncoder, "MAX_TOKENS_PER_CALL", 4)  # 200 characters a call
+    got = keras.ops.convert_to_numpy(encoder._encode_compiled(tokens))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    widest = max(w for w, _ in widths)
+    assert {chars for _, chars in calls} == set(chars_needed(tokens, widest).tolist()), calls
+    assert all(rows * chars <= 200 or rows == 8 for rows, chars in calls), calls  # 8: the fewest rows compiled
 
 
 def test_fast_path_equals_numpy_reference(monkeypatch):
