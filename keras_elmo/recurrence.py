@@ -106,6 +106,19 @@ def bucket(n: int, minimum: int = 1) -> int:
         power *= 2
 
 
+def fine_bucket(n: int) -> int:
+    """`bucket`, with four sizes per octave from 256 on (256, 320, 384, 448, 512, 640,
+    ...): for the row counts of large products (the biLSTM's input-to-gate products),
+    where padding costs more than another compilation of the same function (it wastes
+    at most a fifth of the padded size instead of a third)."""
+    if n <= 256:
+        return bucket(n)
+    power = 256
+    while 2 * power < n:
+        power *= 2
+    return next(power * k // 4 for k in (5, 6, 7, 8) if power * k // 4 >= n)
+
+
 def bucket_floor(n: int) -> int:
     """The largest size <= n on the `bucket` ladder (n >= 1)."""
     size = 1

@@ -19,7 +19,7 @@ import numpy_reference as ref
 from conftest import TINY_OPTIONS
 from keras_elmo.bilstm import BiLSTM
 from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache, chars_needed, encode_chars, unique_rows
-from keras_elmo.recurrence import bucket
+from keras_elmo.recurrence import bucket, fine_bucket
 from keras_elmo.weights import assign_bilm_weights
 
 BACKEND = keras.backend.backend()
@@ -352,6 +352,10 @@ def test_bucket_ladder():
         b = bucket(n)
         assert b >= n and bucket(b) == b and (n < 2 or b <= 1.5 * n)
     assert bucket(3, minimum=8) == 8
+    for n in range(1, 5000):  # the gate products' sizes: finer from 256 on
+        f = fine_bucket(n)
+        assert n <= f <= bucket(n) and fine_bucket(f) == f and (n <= 256 or f <= 1.25 * n)
+    assert [fine_bucket(n) for n in (256, 257, 513, 788, 903)] == [256, 320, 640, 896, 1024]
     for padded in (1, 2, 3, 6, 32, 48):
         sizes = BiLSTM._row_sizes(padded)
         assert sizes[-1] == padded and sorted(sizes) == sizes
