@@ -246,8 +246,8 @@ class BiLSTM(keras.layers.Layer):
             lengths: numpy ints [batch]: real tokens per row.
             rows: `(pad, bos, eos)`: the rows of `table` holding zeros, `<S>` and `</S>`.
             initial_state: a `State` to start from (default zeros).
-            return_state: False: the final state is None (not put back in the
-                caller's row order).
+            return_state: False: the final state is None, and each direction's
+                last step (whose output is stripped) is not computed.
 
         Returns:
             `(outputs, final_state)` as `call` returns them.
@@ -297,6 +297,10 @@ class BiLSTM(keras.layers.Layer):
         perm = np.where(inside, full[None, :] - 1 - t, t).astype(np.int32)
         backward = np.take_along_axis(forward, perm, axis=0)
         out_index, out_lengths = self._output_index(perm, inverse, lengths)
+        if not return_state:
+            # A direction's last step (</S> forward, <S> backward) has an output that
+            # is stripped, and feeds only the final state: skipped when that is unused.
+            inside = t < full[None, :] - 1
 
         dtype = table.dtype
         if initial_state is None:
