@@ -30,8 +30,8 @@ from keras_elmo.options import ELMoOptions
 from keras_elmo.recurrence import (
     bucket,
     compiled,
-    fine_bucket,
     count_loop,
+    fine_bucket,
     float32_products,
     scan,
     stacked,
@@ -271,8 +271,9 @@ class BiLSTM(keras.layers.Layer):
         The input-to-gate products of up to GATE_POSITIONS running positions are
         one matrix product (`_run_packed`). Layer 0's inputs are token embeddings:
         when the batch's token table has at most that many rows (padded to a
-        `bucket` size), its products are computed once per distinct token and
-        gathered at each step instead.
+        `fine_bucket` size), its products are computed once per distinct token and
+        gathered at each step instead. A stateless call (`return_state=False`)
+        skips each direction's last step.
         """
         batch, steps = index.shape
         pad, bos, eos = rows
