@@ -255,7 +255,7 @@ class _ELMoBase(keras.layers.Layer):
         table, index, rows = self.char_encoder.encode_unique(ids, self._token_cache)
         stateful = self.stateful and use_state
         initial_state = self._initial_state(batch) if stateful else None
-        lstm_outputs, final_state = self.bilstm.infer(table, index, lengths, rows, initial_state, stateful)
+        lstm_outputs, final_state = self.bilstm.infer(table, index, lengths, rows, initial_state, return_state=stateful)
         if stateful:
             self._update_state(final_state, batch)
         word_emb = ops.take(table, ops.convert_to_tensor(index), axis=0)  # the padding row is zeros
