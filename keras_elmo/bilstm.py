@@ -36,6 +36,7 @@ from keras_elmo.recurrence import (
     scan,
     stacked,
     step_outputs,
+    torch_gate_product,
     torch_lstm_layer,
     torch_step_product,
     update_leading,
@@ -226,14 +227,15 @@ class BiLSTM(keras.layers.Layer):
     #: a 2-core CPU (no copying per call), for about 290 MiB more peak memory at
     #: batch 64.
     JAX_WEIGHT_COPIES = False
-    #: True runs PyTorch's steps (CPU, float32) with oneDNN's linear op on the recurrent
-    #: and projection kernels reordered once into its blocked layout
-    #: (`torch_step_product`) instead of `addmm` on untransposed copies. On a 2-core
-    #: CPU: 1.03-1.09x the speed of the whole layer at batch 32, none at batch 64, and
-    #: 100-230 MiB more peak memory at batch 64 (oneDNN caches a primitive, with its
-    #: scratch memory, for every number of rows a step has), which would break the
-    #: 1.5 GiB budget there. Hence opt-in.
-    TORCH_ONEDNN_STEPS = False
+    #: PyTorch's products on CPU (float32) run oneDNN's linear op (`torch_step_product`,
+    #: `torch_gate_product`): each step on the recurrent and projection kernels reordered
+    #: once into its blocked layout, the input-to-gate products on the input kernels as
+    #: stored. On a 2-core AMD EPYC (Zen 3), where MKL's `addmm` ran skinny products
+    #: at a third of its speed on Intel, the layer ran 1.8x faster at batch 32 (in one
+    #: process, alternating); on a 2-core Intel Xeon (AVX-512, AMX) the steps alone
+    #: gave 1.03-1.09x. Outputs move by about 1e-6 (another summation order). False
+    #: runs `addmm` (MKL) instead.
+    TORCH_ONEDNN_STEPS = True
 
     @float32_products
     def infer(self, table, index, lengths, rows, initial_state: State | None = None, return_state: bool = True):
@@ -419,25 +421,28 @@ class BiLSTM(keras.layers.Layer):
         return make() if keras.backend.backend() == "tensorflow" else self._cached(make)
 
     def _torch_weights(self, dtype: Any):
-        """Per layer, (input kernel [2, D, 4C], recurrent products, bias [2, 4C],
-        projection products or None) for `torch_lstm_layer`, in `dtype`: the
-        recurrent and projection products per direction (`torch_step_product`:
-        `addmm` on untransposed copies, or with `TORCH_ONEDNN_STEPS` oneDNN on
-        kernels reordered once), kept while the variables hold the same values
-        (`_cached`): the two kernels once more (160 MB for the original model).
-        PyTorch's h W steps with the stored W^T (a transposed view) measured up to
-        2x slower at 2-8 rows, and its W^T h^T steps as slow."""
-        prepack = self.TORCH_ONEDNN_STEPS
+        """Per layer, (input-to-gate products, recurrent products, bias [2, 4C],
+        projection products or None) for `torch_lstm_layer`, in `dtype`, the products
+        per direction: with `TORCH_ONEDNN_STEPS` oneDNN's linear op, on the input
+        kernel as stored and on the recurrent and projection kernels reordered once
+        (`torch_gate_product`, `torch_step_product`), else `addmm` on the input kernel
+        and on untransposed copies of the others. Kept while the variables hold the
+        same values (`_cached`): the recurrent and projection kernels once more
+        (160 MB for the original model). PyTorch's h W steps with the stored W^T (a
+        transposed view) measured up to 2x slower at 2-8 rows, and its W^T h^T steps
+        as slow."""
+        onednn = self.TORCH_ONEDNN_STEPS
 
         def make():
             layers = []
             for w_in, w_rec, bias, *proj in self._weight_values():
                 w_in, w_rec, bias, *proj = (ops.cast(w, dtype) for w in (w_in, w_rec, bias, *proj))
-                steps = [[torch_step_product(w[d], prepack) for d in range(2)] for w in (w_rec, *proj)]
-                layers.append((w_in, steps[0], bias, steps[1] if proj else None))
+                gates = [torch_gate_product(w_in[d], onednn) for d in range(2)]
+                steps = [[torch_step_product(w[d], onednn) for d in range(2)] for w in (w_rec, *proj)]
+                layers.append((gates, steps[0], bias, steps[1] if proj else None))
             return layers
 
-        return self._cached(make, tag=(str(dtype), prepack))
+        return self._cached(make, tag=(str(dtype), onednn))
 
     def _cached(self, make, tag: Any = None):
         """`make()`, kept until the variables hold other values: other value objects

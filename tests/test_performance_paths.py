@@ -144,26 +144,31 @@ def test_new_weight_values_reach_the_fast_path(monkeypatch, jax_copies):
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's step products")
 @pytest.mark.parametrize("onednn", [True, False])
 def test_torch_step_products(onednn, monkeypatch):
-    """PyTorch's steps run oneDNN on kernels reordered once (`TORCH_ONEDNN_STEPS`,
-    float32 on CPU) or `addmm` on untransposed copies: both give the reference
-    path's results, and the flag selects which runs."""
+    """PyTorch's products run oneDNN (`TORCH_ONEDNN_STEPS`, the default; float32 on
+    CPU: steps on kernels reordered once, input-to-gate products on the kernels as
+    stored) or `addmm`: both give the reference path's results, and the flag
+    selects which runs."""
     import torch
 
     from keras_elmo import bilstm, recurrence
 
     kinds = []
 
-    def spy(kernel, prepack):
-        product = recurrence.torch_step_product(kernel, prepack)
-        return lambda *args: kinds.append(product.__name__) or product(*args)
+    def spy(make):
+        def spied(kernel, flag):
+            product = make(kernel, flag)
+            return lambda *args: kinds.append(product.__name__) or product(*args)
 
-    monkeypatch.setattr(bilstm, "torch_step_product", spy)
+        return spied
+
+    monkeypatch.setattr(bilstm, "torch_step_product", spy(recurrence.torch_step_product))
+    monkeypatch.setattr(bilstm, "torch_gate_product", spy(recurrence.torch_gate_product))
     monkeypatch.setattr(BiLSTM, "TORCH_ONEDNN_STEPS", onednn)
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(13), 7, max_len=20))
     _assert_close(_fast(layer, ids, monkeypatch), _reference(layer, ids, monkeypatch))
-    expected = "onednn" if onednn and torch.backends.mkldnn.is_available() else "plain"
-    assert kinds and set(kinds) == {expected}, set(kinds)
+    expected = {"onednn", "onednn_gates"} if onednn and torch.backends.mkldnn.is_available() else {"plain", "plain_gates"}
+    assert set(kinds) == expected, set(kinds)
 
 
 def test_char_encoder_in_several_calls(monkeypatch):
