@@ -478,8 +478,9 @@ def main(argv=None) -> int:
                         help="timed passes after the cold one; the best is reported (default 3)")
     parser.add_argument("--dtype", default=None,
                         help="a Keras dtype policy for the layer, e.g. mixed_bfloat16 (default: float32)")
-    parser.add_argument("--torch-onednn-steps", action="store_true",
-                        help="PyTorch: the opt-in oneDNN steps (`BiLSTM.TORCH_ONEDNN_STEPS`)")
+    parser.add_argument("--torch-onednn-steps", action=argparse.BooleanOptionalAction, default=None,
+                        help="PyTorch: oneDNN's linear op for the biLSTM's products, or (--no-...) "
+                             "`addmm` (`BiLSTM.TORCH_ONEDNN_STEPS`; default: the layer's, oneDNN)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 32 sentences, batch sizes 1,32, given order")
     parser.add_argument("--workdir", default=os.environ.get("KERAS_ELMO_BENCH_DIR", tempfile.gettempdir()),
@@ -501,10 +502,10 @@ def main(argv=None) -> int:
     kwargs = {} if args.token_cache is None else {"token_cache_size": args.token_cache}
     if args.dtype:
         kwargs["dtype"] = args.dtype
-    if args.torch_onednn_steps:
-        from keras_elmo.bilstm import BiLSTM
+    from keras_elmo.bilstm import BiLSTM
 
-        BiLSTM.TORCH_ONEDNN_STEPS = True
+    if args.torch_onednn_steps is not None:
+        BiLSTM.TORCH_ONEDNN_STEPS = args.torch_onednn_steps
     load_start = time.perf_counter()
     layer = keras_elmo.ELMoLayer.from_files(options_file, weight_file, **kwargs)
     load_s = time.perf_counter() - load_start
@@ -517,7 +518,7 @@ def main(argv=None) -> int:
     print(f"# machine: {platform.processor() or platform.machine()}, {threads} CPUs, GPU: {gpu}, "
           f"python {platform.python_version()}")
     print(f"# layer dtype policy {layer.dtype_policy.name}, token cache {layer.token_cache_size}"
-          + (", PyTorch oneDNN steps" if args.torch_onednn_steps else ""))
+          + (f", PyTorch oneDNN products {BiLSTM.TORCH_ONEDNN_STEPS}" if backend == "torch" else ""))
     print(f"# model {args.model}: {sum(int(np.prod(w.shape)) for w in layer.weights) / 1e6:.1f}M parameters, "
           f"load {load_s:.1f}s; FLOPs/token {flops['total'] / 1e6:.1f}M (char CNN {flops['char_cnn'] / 1e6:.1f}, "
           f"highway {flops['highway'] / 1e6:.1f}, projection {flops['projection'] / 1e6:.1f}, "
@@ -599,7 +600,7 @@ def main(argv=None) -> int:
     if args.json:
         record = dict(date=str(datetime.date.today()), backend=backend, keras=keras.__version__,
                       dtype_policy=layer.dtype_policy.name, token_cache_size=layer.token_cache_size,
-                      torch_onednn_steps=args.torch_onednn_steps,
+                      torch_onednn_steps=BiLSTM.TORCH_ONEDNN_STEPS,
                       machine=platform.processor() or platform.machine(), cpus=threads, gpu=gpu, model=args.model,
                       flops_per_token=flops, matmul_gflops=rates, results=results)
         with open(args.json, "w") as f:

@@ -426,3 +426,29 @@ def test_jax_float32_products_are_computed_in_float32(dtype, precision, monkeypa
     products = jaxpr.count("dot_general[") + jaxpr.count("conv_general_dilated[")
     exact = jaxpr.count("precision=(Precision.HIGHEST, Precision.HIGHEST)")
     assert products > 0 and exact == (products if precision else 0)
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_inference_releases_free_memory(release, monkeypatch):
+    """An inference call ends by returning the C heap's free memory to the operating
+    system (`release_free_memory`), unless `RELEASE_FREE_MEMORY` is False; the
+    outputs do not depend on it."""
+    from keras_elmo import layers as layers_module
+
+    calls = []
+    monkeypatch.setattr(layers_module, "release_free_memory", lambda: calls.append(1))
+    layer = _layer(VARIANTS["skip-projection"])
+    monkeypatch.setattr(type(layer), "RELEASE_FREE_MEMORY", release)
+    ids = keras_elmo.char_ids(_sentences(np.random.default_rng(14), 3, max_len=9))
+    out = _np(layer(ids))
+    assert len(calls) == (1 if release else 0)
+    _assert_close(out, _reference(layer, ids, monkeypatch))
+
+
+def test_release_free_memory_without_malloc_trim(monkeypatch):
+    """Where the C library has no `malloc_trim` (macOS, Windows, musl), nothing happens."""
+    from keras_elmo import recurrence
+
+    recurrence.release_free_memory()  # glibc here, or the same no-op
+    monkeypatch.setattr(recurrence, "_malloc_trim", lambda: None)
+    assert recurrence.release_free_memory() is None
