@@ -230,11 +230,11 @@ class BiLSTM(keras.layers.Layer):
     #: PyTorch's products on CPU (float32) run oneDNN's linear op (`torch_step_product`,
     #: `torch_gate_product`): each step on the recurrent and projection kernels reordered
     #: once into its blocked layout, the input-to-gate products on the input kernels as
-    #: stored. On a 2-core AMD EPYC (Zen 3), where MKL's `addmm` ran skinny products
-    #: at a third of its speed on Intel, the layer ran 1.8x faster at batch 32 (in one
-    #: process, alternating); on a 2-core Intel Xeon (AVX-512, AMX) the steps alone
-    #: gave 1.03-1.09x. Outputs move by about 1e-6 (another summation order). False
-    #: runs `addmm` (MKL) instead.
+    #: stored. On a 2-core AMD EPYC (Zen 3), where MKL's `addmm` took 10-13 ms for a
+    #: step's recurrent product at 4-32 rows (oneDNN 2.6-7 ms), the layer ran 1.8x
+    #: faster at batch 32 (in one process, alternating); on a 2-core Intel Xeon (AVX-512, AMX) the oneDNN steps
+    #: gave 1.03-1.09x at batch 32 and nothing at batch 64. Outputs move by about 1e-6
+    #: (another summation order). False runs `addmm` (MKL) instead.
     TORCH_ONEDNN_STEPS = True
 
     @float32_products
