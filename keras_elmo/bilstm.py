@@ -232,9 +232,10 @@ class BiLSTM(keras.layers.Layer):
     #: once into its blocked layout, the input-to-gate products on the input kernels as
     #: stored. On a 2-core AMD EPYC (Zen 3), where MKL's `addmm` took 10-13 ms for a
     #: step's recurrent product at 4-32 rows (oneDNN 2.6-7 ms), the layer ran 1.8x
-    #: faster at batch 32 (in one process, alternating); on a 2-core Intel Xeon (AVX-512, AMX) the oneDNN steps
-    #: gave 1.03-1.09x at batch 32 and nothing at batch 64. Outputs move by about 1e-6
-    #: (another summation order). False runs `addmm` (MKL) instead.
+    #: faster at batch 32 (in one process, alternating); on a 2-core Intel Xeon
+    #: (AVX-512, AMX) the oneDNN steps gave 1.03-1.09x at batch 32 and nothing at
+    #: batch 64. Outputs move by about 1e-6 (another summation order). False runs
+    #: `addmm` (MKL) instead.
     TORCH_ONEDNN_STEPS = True
 
     @float32_products

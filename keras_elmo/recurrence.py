@@ -105,9 +105,11 @@ def release_free_memory() -> None:
     An inference call frees tens to hundreds of MB of temporaries (gates,
     compiler buffers), allocated by several threads; glibc keeps such memory in
     its per-thread arenas, and the process's resident memory grew from call to
-    call. Trimming before each call kept it at the level after loading. At batch 64
-    on a 2-core CPU the peak fell from 1570 to 1318 MiB on TensorFlow, 1448 to
-    1307 on JAX and 1370 to 1332 on PyTorch, for 6-15 ms per call."""
+    call. Trimming after each call kept it near the level after loading: at batch
+    64 on a 2-core AMD EPYC the peak of later calls fell from 1570 to 1318 MiB on
+    TensorFlow, 1448 to 1307 on JAX and 1370 to 1332 on PyTorch, for 6-15 ms per
+    call. (The next call takes those pages again from the operating system: about
+    1% slower, inside that machine's noise.)"""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -400,7 +402,8 @@ def torch_lstm_layer(
                     total = reach = 0
                     for t in range(start, end):
                         reach, total = max(reach, total + blocks[t]), total + running[t]
-                    packed = [x[d, t, : running[t]] for t in range(start, end)] + [x.new_zeros((reach - total, x.shape[-1]))]
+                    packed = [x[d, t, : running[t]] for t in range(start, end)]
+                    packed.append(x.new_zeros((reach - total, x.shape[-1])))
                     gates = gate_product[d](torch.cat(packed), bias[d])
                 else:
                     gates, rows_d = gate_product[d](x, bias[d]), tokens[d].long()
