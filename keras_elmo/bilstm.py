@@ -33,6 +33,7 @@ from keras_elmo.recurrence import (
     count_loop,
     fine_bucket,
     float32_products,
+    row_sizes,
     scan,
     stacked,
     step_outputs,
@@ -369,7 +370,7 @@ class BiLSTM(keras.layers.Layer):
         positions[:total] = np.flatnonzero(inside)  # step * rows + row, step after step
         first = np.full(padded_groups + 1, n_steps, dtype=np.int32)  # each group's first step
         first[:n_groups] = np.searchsorted(offsets[:n_steps], np.arange(n_groups) * group)
-        branch = np.searchsorted(self._row_sizes(rows), running).astype(np.int32)
+        branch = np.searchsorted(row_sizes(rows), running).astype(np.int32)
         backend = keras.backend.backend()
         feature_major = backend == "jax" or (backend == "tensorflow" and self.TENSORFLOW_XLA)
         looped = backend == "jax" and not self.JAX_WEIGHT_COPIES
@@ -482,15 +483,6 @@ class BiLSTM(keras.layers.Layer):
             outputs.append((y[0], y[1]))
             x = y
         return outputs, final
-
-    @staticmethod
-    def _row_sizes(padded_rows: int) -> list[int]:
-        """The row-block sizes compiled for a padded batch: powers of two below it, and
-        itself. (Finer sizes measured no faster, and each costs compile time and memory.)"""
-        sizes = [1]
-        while sizes[-1] * 2 < padded_rows:
-            sizes.append(sizes[-1] * 2)
-        return sizes + [padded_rows] if padded_rows > 1 else sizes
 
     def _weight_values(self) -> list[tuple[Any, ...]]:
         """Per layer (input kernel, recurrent kernel, bias[, projection]), as plain
@@ -684,7 +676,7 @@ def _infer_direction(
     steps, rows_all = offsets.shape[0], c.shape[0]
     out_dim = o.projection_dim if o.use_lstm_projection else o.lstm_dim
     gate_width = 4 * o.lstm_dim
-    sizes = BiLSTM._row_sizes(rows_all)
+    sizes = row_sizes(rows_all)
     span = group + rows_all
     w_in, w_rec, bias, *proj = weights
     w_in, w_rec, bias = ops.cast(w_in, dtype), ops.cast(w_rec, dtype), ops.cast(bias, dtype)

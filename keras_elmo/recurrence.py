@@ -320,13 +320,20 @@ def torch_gate_product(kernel: Any, onednn: bool) -> Callable[..., Any]:
     return plain_gates
 
 
+def row_sizes(rows: int) -> list[int]:
+    """The row blocks a step may compute, for `rows` rows: powers of two below it, and
+    itself. The compiled steps have one branch per size; finer sizes measured no
+    faster, and each costs compile time and memory."""
+    sizes = [1]
+    while sizes[-1] * 2 < rows:
+        sizes.append(sizes[-1] * 2)
+    return sizes + [rows] if rows > 1 else sizes
+
+
 def row_block(n: int, rows: int) -> int:
-    """The rows a step of `n` running rows (of `rows`) computes: the smallest power of
-    two >= n, or `rows` (the sizes `BiLSTM._row_sizes` compiles elsewhere)."""
-    block = 1
-    while block < n:
-        block *= 2
-    return min(block, rows)
+    """The rows a step of `n` running rows (of `rows`) computes: the smallest of
+    `row_sizes(rows)` that holds them."""
+    return next(size for size in row_sizes(rows) if size >= n)
 
 
 def torch_lstm_layer(

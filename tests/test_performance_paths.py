@@ -19,7 +19,7 @@ import numpy_reference as ref
 from conftest import TINY_OPTIONS
 from keras_elmo.bilstm import BiLSTM
 from keras_elmo.char_encoder import CharEncoder, TokenEmbeddingCache, chars_needed, encode_chars, unique_rows
-from keras_elmo.recurrence import bucket, fine_bucket
+from keras_elmo.recurrence import bucket, fine_bucket, row_block, row_sizes
 from keras_elmo.weights import assign_bilm_weights
 
 BACKEND = keras.backend.backend()
@@ -362,8 +362,11 @@ def test_bucket_ladder():
         assert n <= f <= bucket(n) and fine_bucket(f) == f and (n <= 256 or f <= 1.25 * n)
     assert [fine_bucket(n) for n in (256, 257, 513, 788, 903)] == [256, 320, 640, 896, 1024]
     for padded in (1, 2, 3, 6, 32, 48):
-        sizes = BiLSTM._row_sizes(padded)
+        sizes = row_sizes(padded)
         assert sizes[-1] == padded and sorted(sizes) == sizes
+    # PyTorch's steps: the smallest block that holds the running rows
+    assert [row_block(n, 24) for n in (1, 3, 5, 16, 17, 24)] == [1, 4, 8, 16, 24, 24]
+    assert [row_block(n, 32) for n in (2, 9, 31, 32)] == [2, 16, 32, 32]
 
 
 def test_token_embedding_cache_is_lru():
