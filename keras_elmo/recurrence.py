@@ -256,6 +256,21 @@ def update_leading(buffer: Any, value: Any, columns: bool, graph: bool) -> Any:
     return keras.ops.slice_update(buffer, (0, 0), value)
 
 
+def _onednn_linear(kernel: Any, enabled: bool) -> Callable[..., Any] | None:
+    """PyTorch's oneDNN linear op (`mkldnn._linear_pointwise`) for products with `kernel`:
+    where `enabled`, the kernel is float32 on the CPU and this build has the op; else None."""
+    import torch
+
+    if not (enabled and kernel.device.type == "cpu" and kernel.dtype == torch.float32):
+        return None
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):  # no oneDNN linear op in this build
+        return None
+
+
 def torch_step_product(kernel: Any, prepack: bool) -> Callable[..., Any]:
     """A direction's per-step product for `torch_lstm_layer`: `f(x, add=None)` returns
     `add + x W` for `kernel` W^T [out, in] (as stored, a Linear layer's layout).
@@ -271,13 +286,13 @@ def torch_step_product(kernel: Any, prepack: bool) -> Callable[..., Any]:
     """
     import torch
 
-    if prepack and kernel.device.type == "cpu" and kernel.dtype == torch.float32:
+    linear = _onednn_linear(kernel, prepack)
+    if linear is not None:
         try:
             packed = torch.ops.mkldnn._reorder_linear_weight(kernel.contiguous(), None)
-        except (AttributeError, RuntimeError):  # no oneDNN in this build
+        except (AttributeError, RuntimeError):  # no oneDNN reordering in this build
             packed = None
         if packed is not None:
-            linear = torch.ops.mkldnn._linear_pointwise
 
             def onednn(x: Any, add: Any = None) -> Any:
                 if add is None:
@@ -304,15 +319,14 @@ def torch_gate_product(kernel: Any, onednn: bool) -> Callable[..., Any]:
     """
     import torch
 
-    if onednn and kernel.device.type == "cpu" and kernel.dtype == torch.float32:
-        linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-        if linear is not None and torch.backends.mkldnn.is_available():
-            weight = kernel.transpose(0, 1)  # a view: [4C, in], a Linear layer's layout
+    linear = _onednn_linear(kernel, onednn)
+    if linear is not None:
+        weight = kernel.transpose(0, 1)  # a view: [4C, in], a Linear layer's layout
 
-            def onednn_gates(x: Any, bias: Any) -> Any:
-                return linear(x, weight, bias, "none", [], "")
+        def onednn_gates(x: Any, bias: Any) -> Any:
+            return linear(x, weight, bias, "none", [], "")
 
-            return onednn_gates
+        return onednn_gates
 
     def plain_gates(x: Any, bias: Any) -> Any:
         return torch.addmm(bias, x, kernel)
