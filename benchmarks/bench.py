@@ -478,6 +478,9 @@ def main(argv=None) -> int:
                         help="timed passes after the cold one; the best is reported (default 3)")
     parser.add_argument("--dtype", default=None,
                         help="a Keras dtype policy for the layer, e.g. mixed_bfloat16 (default: float32)")
+    parser.add_argument("--torch-batched-directions", action=argparse.BooleanOptionalAction, default=None,
+                        help="PyTorch: both directions in each batched product, or (--no-...) one after "
+                             "the other (`BiLSTM.TORCH_BATCHED_DIRECTIONS`; default: the layer's, batched on a GPU)")
     parser.add_argument("--torch-onednn-steps", action=argparse.BooleanOptionalAction, default=None,
                         help="PyTorch: oneDNN's linear op for the biLSTM's products, or (--no-...) "
                              "`addmm` (`BiLSTM.TORCH_ONEDNN_STEPS`; default: the layer's, oneDNN)")
@@ -506,6 +509,8 @@ def main(argv=None) -> int:
 
     if args.torch_onednn_steps is not None:
         BiLSTM.TORCH_ONEDNN_STEPS = args.torch_onednn_steps
+    if args.torch_batched_directions is not None:
+        BiLSTM.TORCH_BATCHED_DIRECTIONS = args.torch_batched_directions
     load_start = time.perf_counter()
     layer = keras_elmo.ELMoLayer.from_files(options_file, weight_file, **kwargs)
     load_s = time.perf_counter() - load_start
@@ -518,7 +523,8 @@ def main(argv=None) -> int:
     print(f"# machine: {platform.processor() or platform.machine()}, {threads} CPUs, GPU: {gpu}, "
           f"python {platform.python_version()}")
     print(f"# layer dtype policy {layer.dtype_policy.name}, token cache {layer.token_cache_size}"
-          + (f", PyTorch oneDNN products {BiLSTM.TORCH_ONEDNN_STEPS}" if backend == "torch" else ""))
+          + (f", PyTorch oneDNN products {BiLSTM.TORCH_ONEDNN_STEPS}, batched directions "
+             f"{BiLSTM.TORCH_BATCHED_DIRECTIONS} (None: on a GPU)" if backend == "torch" else ""))
     print(f"# model {args.model}: {sum(int(np.prod(w.shape)) for w in layer.weights) / 1e6:.1f}M parameters, "
           f"load {load_s:.1f}s; FLOPs/token {flops['total'] / 1e6:.1f}M (char CNN {flops['char_cnn'] / 1e6:.1f}, "
           f"highway {flops['highway'] / 1e6:.1f}, projection {flops['projection'] / 1e6:.1f}, "
@@ -601,6 +607,7 @@ def main(argv=None) -> int:
         record = dict(date=str(datetime.date.today()), backend=backend, keras=keras.__version__,
                       dtype_policy=layer.dtype_policy.name, token_cache_size=layer.token_cache_size,
                       torch_onednn_steps=BiLSTM.TORCH_ONEDNN_STEPS,
+                      torch_batched_directions=BiLSTM.TORCH_BATCHED_DIRECTIONS,
                       machine=platform.processor() or platform.machine(), cpus=threads, gpu=gpu, model=args.model,
                       flops_per_token=flops, matmul_gflops=rates, results=results)
         with open(args.json, "w") as f:

@@ -37,6 +37,7 @@ from keras_elmo.recurrence import (
     scan,
     stacked,
     step_outputs,
+    torch_bilstm_layer,
     torch_gate_product,
     torch_lstm_layer,
     torch_step_product,
@@ -238,6 +239,12 @@ class BiLSTM(keras.layers.Layer):
     #: batch 64. Outputs move by about 1e-6 (another summation order). False runs
     #: `addmm` (MKL) instead.
     TORCH_ONEDNN_STEPS = True
+    #: PyTorch: both directions in each of a step's operations (`torch_bilstm_layer`:
+    #: batched products) or one direction after the other (`torch_lstm_layer`). None
+    #: (the default) batches them where the weights are on a GPU, whose eager steps
+    #: are bound by launching kernels, and not on a CPU, where a step is bound by
+    #: reading its kernels and one direction's stay in cache better than both.
+    TORCH_BATCHED_DIRECTIONS: bool | None = None
 
     @float32_products
     def infer(self, table, index, lengths, rows, initial_state: State | None = None, return_state: bool = True):
@@ -422,10 +429,12 @@ class BiLSTM(keras.layers.Layer):
 
         return make() if keras.backend.backend() == "tensorflow" else self._cached(make)
 
-    def _torch_weights(self, dtype: Any):
+    def _torch_weights(self, dtype: Any, batched: bool = False):
         """Per layer, (input-to-gate products, recurrent products, bias [2, 4C],
-        projection products or None) for `torch_lstm_layer`, in `dtype`, the products
-        per direction: with `TORCH_ONEDNN_STEPS` oneDNN's linear op, on the input
+        projection products or None) for `torch_lstm_layer`, in `dtype`; with
+        `batched`, the kernels for `torch_bilstm_layer` instead (input [2, D, 4C] as
+        stored, recurrent [2, H, 4C] and projection [2, C, H] transposed copies).
+        The products per direction: with `TORCH_ONEDNN_STEPS` oneDNN's linear op, on the input
         kernel as stored and on the recurrent and projection kernels reordered once
         (`torch_gate_product`, `torch_step_product`), else `addmm` on the input kernel
         and on untransposed copies of the others. Kept while the variables hold the
@@ -439,12 +448,16 @@ class BiLSTM(keras.layers.Layer):
             layers = []
             for w_in, w_rec, bias, *proj in self._weight_values():
                 w_in, w_rec, bias, *proj = (ops.cast(w, dtype) for w in (w_in, w_rec, bias, *proj))
+                if batched:  # right-hand sides of batched products, both directions
+                    w_rec, *proj = (w.transpose(1, 2).contiguous() for w in (w_rec, *proj))
+                    layers.append((w_in, w_rec, bias, proj[0] if proj else None))
+                    continue
                 gates = [torch_gate_product(w_in[d], onednn) for d in range(2)]
                 steps = [[torch_step_product(w[d], onednn) for d in range(2)] for w in (w_rec, *proj)]
                 layers.append((gates, steps[0], bias, steps[1] if proj else None))
             return layers
 
-        return self._cached(make, tag=(str(dtype), onednn))
+        return self._cached(make, tag=(str(dtype), onednn, batched))
 
     def _cached(self, make, tag: Any = None):
         """`make()`, kept until the variables hold other values: other value objects
@@ -464,17 +477,22 @@ class BiLSTM(keras.layers.Layer):
         return cache.weights
 
     def _run_torch(self, table, ids, state: State, running: list[int]):
-        """The layers on PyTorch (`torch_lstm_layer`) for table rows `ids` [2, S, B]
+        """The layers on PyTorch (`torch_lstm_layer`, or `torch_bilstm_layer` per
+        `TORCH_BATCHED_DIRECTIONS`) for table rows `ids` [2, S, B]
         (forward, backward): outputs (forward, backward) [S, B, H] per layer and the
         final state, in each row's own time. Layer 0's gates are computed per distinct
         token when the table has at most `GATE_POSITIONS` rows."""
         o = self.options
         token_gates = int(table.shape[0]) <= self.GATE_POSITIONS
         x = table if token_gates else ops.take(table, ids, axis=0)
+        batched = self.TORCH_BATCHED_DIRECTIONS
+        if batched is None:
+            batched = x.device.type != "cpu"
+        run_layer = torch_bilstm_layer if batched else torch_lstm_layer
         outputs, final = [], []
-        for layer, kernels in enumerate(self._torch_weights(x.dtype)):
+        for layer, kernels in enumerate(self._torch_weights(x.dtype, batched)):
             tokens = ids if token_gates and layer == 0 else None
-            carry, y = torch_lstm_layer(
+            carry, y = run_layer(
                 x, kernels, state[layer], running, self.GATE_POSITIONS, o.cell_clip, o.proj_clip, tokens
             )
             if o.use_skip_connections and layer > 0:

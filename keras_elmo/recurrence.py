@@ -350,6 +350,24 @@ def row_block(n: int, rows: int) -> int:
     return next(size for size in row_sizes(rows) if size >= n)
 
 
+def _step_chunks(running: list[int], gate_positions: int, whole: bool) -> list[tuple[int, int]]:
+    """`(start, end)` chunks of the running steps for the PyTorch loops: whole steps,
+    each chunk's positions within `gate_positions` (at least one step); one chunk
+    when `whole` (the gates are gathered from a token table computed once)."""
+    n_steps = sum(1 for n in running if n)
+    if whole:
+        return [(0, n_steps)] if n_steps else []
+    chunks, start = [], 0
+    while start < n_steps:
+        end, positions = start + 1, running[start]
+        while end < n_steps and positions + running[end] <= gate_positions:
+            positions += running[end]
+            end += 1
+        chunks.append((start, end))
+        start = end
+    return chunks
+
+
 def torch_lstm_layer(
     x: Any,
     kernels: tuple[Any, ...],
@@ -394,21 +412,9 @@ def torch_lstm_layer(
     import torch
 
     gate_product, recurrent, bias, proj = kernels
-    n_steps = sum(1 for n in running if n)
     steps, rows = (x if tokens is None else tokens).shape[1:3]
     blocks = [row_block(n, rows) for n in running]
-    # Chunks of whole steps, each within the position budget; one chunk when the
-    # gates are gathered from the token table (computed once per direction).
-    chunks, start = [], 0
-    if tokens is not None and n_steps:
-        chunks, start = [(0, n_steps)], n_steps
-    while start < n_steps:
-        end, positions = start + 1, running[start]
-        while end < n_steps and positions + running[end] <= gate_positions:
-            positions += running[end]
-            end += 1
-        chunks.append((start, end))
-        start = end
+    chunks = _step_chunks(running, gate_positions, whole=tokens is not None)
     with torch.no_grad():
         c_all, h_all = (s.clone() for s in state)
         y = x.new_zeros((2, steps, rows, h_all.shape[-1]))
@@ -451,3 +457,74 @@ def torch_lstm_layer(
                     h[:n] = h_new
                     y_d[t, :n] = h_new
     return (c_all, h_all), y
+
+
+def torch_bilstm_layer(
+    x: Any,
+    kernels: tuple[Any, ...],
+    state: tuple[Any, Any],
+    running: list[int],
+    gate_positions: int,
+    cell_clip: float | None,
+    proj_clip: float | None,
+    tokens: Any = None,
+) -> tuple[tuple[Any, Any], Any]:
+    """`torch_lstm_layer` with both directions in each operation: batched products
+    (`baddbmm`, `bmm`) and elementwise operations on [2, rows, ...].
+
+    Args:
+        x, state, running, gate_positions, cell_clip, proj_clip, tokens: as for
+            `torch_lstm_layer`.
+        kernels: `(input [2, D, 4C], recurrent [2, H, 4C], bias [2, 4C], proj
+            [2, C, H] or None)`, the products' right-hand sides.
+
+    Returns:
+        As `torch_lstm_layer`, with the same numbers up to summation order.
+
+    For a GPU, where a step with few rows takes microseconds of arithmetic and
+    PyTorch's eager loop is bound by launching its kernels: this launches half as
+    many (about 16 a step for both directions), on exactly the running rows. On a
+    CPU the directions' separate products are faster (`torch_lstm_layer`).
+    """
+    import torch
+
+    w_in, w_rec, bias, proj = kernels
+    steps, rows = (x if tokens is None else tokens).shape[1:3]
+    chunks = _step_chunks(running, gate_positions, whole=tokens is not None)
+    with torch.no_grad():
+        c, h = (s.clone() for s in state)
+        y = x.new_zeros((2, steps, rows, h.shape[-1]))
+        bias = bias[:, None, :]
+        if tokens is not None:
+            # Each distinct token's gates [2 * n, 4C], both directions, and the row
+            # of that table at each (direction, step, row).
+            n = x.shape[0]
+            table = torch.baddbmm(bias, x.expand(2, -1, -1), w_in).view(2 * n, -1)
+            table_rows = tokens.long() + torch.tensor([0, n], device=tokens.device)[:, None, None]
+        for start, end in chunks:
+            if tokens is None:
+                packed = torch.cat([x[:, t, : running[t]] for t in range(start, end)], dim=1)
+                gates = torch.baddbmm(bias, packed, w_in)  # [2, positions, 4C]
+            offset = 0
+            for t in range(start, end):
+                n = running[t]
+                if tokens is None:
+                    z_in = gates[:, offset : offset + n]
+                else:
+                    z_in = table[table_rows[:, t, :n]]
+                offset += n
+                z = torch.baddbmm(z_in, h[:, :n], w_rec)
+                i, j, f, o = z.chunk(4, dim=-1)
+                f.add_(1.0).sigmoid_()
+                c_new = torch.addcmul(f * c[:, :n], i.sigmoid_(), j.tanh_())
+                if cell_clip is not None:
+                    c_new.clamp_(-cell_clip, cell_clip)
+                h_new = o.sigmoid_().mul_(torch.tanh(c_new))
+                if proj is not None:
+                    h_new = torch.bmm(h_new, proj)
+                    if proj_clip is not None:
+                        h_new.clamp_(-proj_clip, proj_clip)
+                c[:, :n] = c_new
+                h[:, :n] = h_new
+                y[:, t, :n] = h_new
+    return (c, h), y

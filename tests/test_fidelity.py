@@ -67,6 +67,19 @@ def test_stateful_top_layer_matches_original(fixtures_dir, name, layer_cls):
         _assert_rows_match(top, _expected(fixtures_dir, name, i), i)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's loop with batched directions")
+@pytest.mark.parametrize("name", FIXTURE_MODELS)
+def test_torch_batched_directions_match_original(fixtures_dir, name, monkeypatch):
+    """`BiLSTM.TORCH_BATCHED_DIRECTIONS` (a GPU's default) on this machine's device."""
+    from keras_elmo.bilstm import BiLSTM
+
+    monkeypatch.setattr(BiLSTM, "TORCH_BATCHED_DIRECTIONS", True)
+    layer = keras_elmo.ELMoLayer.from_files(*_model_files(fixtures_dir, name), output_mode="dict", stateful=True)
+    for i, batch in enumerate(_batches(fixtures_dir, name)):
+        top = keras.ops.convert_to_numpy(layer(batch)["lstm_outputs2"])
+        _assert_rows_match(top, _expected(fixtures_dir, name, i), i)
+
+
 @pytest.mark.parametrize("name", FIXTURE_MODELS)
 def test_first_batch_matches_stateless(fixtures_dir, name):
     layer = keras_elmo.ELMoLayer.from_files(*_model_files(fixtures_dir, name), output_mode="dict")

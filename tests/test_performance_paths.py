@@ -144,10 +144,10 @@ def test_new_weight_values_reach_the_fast_path(monkeypatch, jax_copies):
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's step products")
 @pytest.mark.parametrize("onednn", [True, False])
 def test_torch_step_products(onednn, monkeypatch):
-    """PyTorch's products run oneDNN (`TORCH_ONEDNN_STEPS`, the default; float32 on
-    CPU: steps on kernels reordered once, input-to-gate products on the kernels as
-    stored) or `addmm`: both give the reference path's results, and the flag
-    selects which runs."""
+    """PyTorch's per-direction products run oneDNN (`TORCH_ONEDNN_STEPS`, the default;
+    float32 on CPU: steps on kernels reordered once, input-to-gate products on the
+    kernels as stored) or `addmm` (always on a GPU): both give the reference path's
+    results, and the flag selects which runs."""
     import torch
 
     from keras_elmo import bilstm, recurrence
@@ -164,11 +164,43 @@ def test_torch_step_products(onednn, monkeypatch):
     monkeypatch.setattr(bilstm, "torch_step_product", spy(recurrence.torch_step_product))
     monkeypatch.setattr(bilstm, "torch_gate_product", spy(recurrence.torch_gate_product))
     monkeypatch.setattr(BiLSTM, "TORCH_ONEDNN_STEPS", onednn)
+    monkeypatch.setattr(BiLSTM, "TORCH_BATCHED_DIRECTIONS", False)  # the products per direction
     layer = _layer(VARIANTS["skip-projection"])
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(13), 7, max_len=20))
     _assert_close(_fast(layer, ids, monkeypatch), _reference(layer, ids, monkeypatch))
-    expected = {"onednn", "onednn_gates"} if onednn and torch.backends.mkldnn.is_available() else {"plain", "plain_gates"}
+    on_cpu = layer.bilstm.recurrent_kernels[0].value.device.type == "cpu"
+    available = on_cpu and torch.backends.mkldnn.is_available()
+    expected = {"onednn", "onednn_gates"} if onednn and available else {"plain", "plain_gates"}
     assert set(kinds) == expected, set(kinds)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's two loops")
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("gate_positions", [1024, 8])
+def test_torch_directions_batched_or_one_after_the_other(variant, gate_positions, monkeypatch):
+    """`TORCH_BATCHED_DIRECTIONS`: both directions in each operation
+    (`torch_bilstm_layer`) or one after the other (`torch_lstm_layer`), with layer 0's
+    gates per token (1024) or per position in chunks of a step or two (8): each gives
+    the reference path's results, also carrying state across calls, and the flag
+    (None: the weights' device) selects which runs."""
+    from keras_elmo import bilstm
+
+    ran = []
+    for name in ("torch_bilstm_layer", "torch_lstm_layer"):
+        monkeypatch.setattr(bilstm, name, lambda *a, f=getattr(bilstm, name), n=name: ran.append(n) or f(*a))
+    monkeypatch.setattr(BiLSTM, "GATE_POSITIONS", gate_positions)
+    options = VARIANTS[variant]
+    rng = np.random.default_rng(14)
+    batches = [keras_elmo.char_ids(_sentences(rng, n, max_len=20)) for n in (7, 3)]
+    device = _layer(options).bilstm.recurrent_kernels[0].value.device.type
+    for batched in (True, False, None):
+        monkeypatch.setattr(BiLSTM, "TORCH_BATCHED_DIRECTIONS", batched)
+        fast, slow = _layer(options, stateful=True), _layer(options, stateful=True)
+        ran.clear()
+        for ids in batches:
+            _assert_close(_fast(fast, ids, monkeypatch), _reference(slow, ids, monkeypatch))
+        on = batched if batched is not None else device != "cpu"
+        assert set(ran) == {"torch_bilstm_layer" if on else "torch_lstm_layer"}, (batched, ran)
 
 
 def test_char_encoder_in_several_calls(monkeypatch):
@@ -249,22 +281,27 @@ def test_layer_zero_gates_per_token_or_per_position(monkeypatch):
     ids = keras_elmo.char_ids(_sentences(np.random.default_rng(12), 6, max_len=25))
     want = _reference(layer, ids, monkeypatch)
     modes = []
-    infer_direction, torch_layer = bilstm._infer_direction, bilstm.torch_lstm_layer
+    infer_direction = bilstm._infer_direction
+    torch_layers = {name: getattr(bilstm, name) for name in ("torch_lstm_layer", "torch_bilstm_layer")}
 
     def spy_compiled(o, feature_major, group, token_gates, weights, x, tokens, *rest):
         modes.append(tokens is not None)
         return infer_direction(o, feature_major, group, token_gates, weights, x, tokens, *rest)
 
-    def spy_torch(*args):
-        modes.append(args[-1] is not None)
-        return torch_layer(*args)
+    def spy_torch(name):
+        def spied(*args):
+            modes.append(args[-1] is not None)
+            return torch_layers[name](*args)
+
+        return spied
 
     for gate_positions, per_token in ((1024, True), (8, False)):
         modes.clear()
         with monkeypatch.context() as m:
             m.setattr(recurrence, "_COMPILED", {})  # compile again, through the spy
             m.setattr(bilstm, "_infer_direction", spy_compiled)
-            m.setattr(bilstm, "torch_lstm_layer", spy_torch)
+            for name in torch_layers:
+                m.setattr(bilstm, name, spy_torch(name))
             m.setattr(BiLSTM, "GATE_POSITIONS", gate_positions)
             _assert_close(_fast(layer, ids, monkeypatch), want)
         # Layer 0 first (once or per direction), then the later layers per position.
