@@ -368,6 +368,20 @@ def _step_chunks(running: list[int], gate_positions: int, whole: bool) -> list[t
     return chunks
 
 
+def _torch_cell(z: Any, c: Any, cell_clip: float | None, out: Any = None) -> tuple[Any, Any]:
+    """The LSTM cell for the PyTorch loops, in place on the gate pre-activations z
+    [..., 4C] (TensorFlow's order i, j, f, o; forget bias 1.0) and the previous cell
+    c: `(c_new, o * tanh(c_new))`, the latter written into `out` if given."""
+    import torch
+
+    i, j, f, o = z.chunk(4, dim=-1)
+    f.add_(1.0).sigmoid_()
+    c_new = torch.addcmul(f * c, i.sigmoid_(), j.tanh_())
+    if cell_clip is not None:
+        c_new.clamp_(-cell_clip, cell_clip)
+    return c_new, torch.mul(o.sigmoid_(), torch.tanh(c_new), out=out)
+
+
 def torch_lstm_layer(
     x: Any,
     kernels: tuple[Any, ...],
@@ -443,12 +457,7 @@ def torch_lstm_layer(
                         z_in = gates.index_select(0, rows_d[t, :block])
                     z = recurrent[d](h[:block], z_in)[:n]
                     offset += n
-                    i, j, f, o = z.chunk(4, dim=-1)
-                    f.add_(1.0).sigmoid_()
-                    c_new = torch.addcmul(f * c[:n], i.sigmoid_(), j.tanh_())
-                    if cell_clip is not None:
-                        c_new.clamp_(-cell_clip, cell_clip)
-                    h_new = torch.mul(o.sigmoid_(), torch.tanh(c_new), out=h_block[:n])
+                    c_new, h_new = _torch_cell(z, c[:n], cell_clip, out=h_block[:n])
                     if proj is not None:
                         h_new = proj[d](h_block[:block])[:n]
                         if proj_clip is not None:
@@ -514,12 +523,7 @@ def torch_bilstm_layer(
                     z_in = table[table_rows[:, t, :n]]
                 offset += n
                 z = torch.baddbmm(z_in, h[:, :n], w_rec)
-                i, j, f, o = z.chunk(4, dim=-1)
-                f.add_(1.0).sigmoid_()
-                c_new = torch.addcmul(f * c[:, :n], i.sigmoid_(), j.tanh_())
-                if cell_clip is not None:
-                    c_new.clamp_(-cell_clip, cell_clip)
-                h_new = o.sigmoid_().mul_(torch.tanh(c_new))
+                c_new, h_new = _torch_cell(z, c[:, :n], cell_clip)
                 if proj is not None:
                     h_new = torch.bmm(h_new, proj)
                     if proj_clip is not None:
