@@ -275,7 +275,8 @@ class BiLSTM(keras.layers.Layer):
         The directions run one after the other (`_infer_direction`, `torch_lstm_layer`):
         a step with few rows is bound by reading its direction's recurrent and
         projection kernels (40 MB for the original model), which stay in cache far
-        better than both directions' do. On JAX and TensorFlow the loop is compiled
+        better than both directions' do. PyTorch on a GPU, bound by launching
+        kernels instead, runs both in each operation (`TORCH_BATCHED_DIRECTIONS`). On JAX and TensorFlow the loop is compiled
         with XLA (`TENSORFLOW_XLA`) and each step computes W^T h^T with the kernels
         as stored (transposed), for which XLA's CPU product measured 1.5-1.7x
         faster at 8-32 rows than h W.
