@@ -276,10 +276,10 @@ class BiLSTM(keras.layers.Layer):
         a step with few rows is bound by reading its direction's recurrent and
         projection kernels (40 MB for the original model), which stay in cache far
         better than both directions' do. PyTorch on a GPU, bound by launching
-        kernels instead, runs both in each operation (`TORCH_BATCHED_DIRECTIONS`). On JAX and TensorFlow the loop is compiled
-        with XLA (`TENSORFLOW_XLA`) and each step computes W^T h^T with the kernels
-        as stored (transposed), for which XLA's CPU product measured 1.5-1.7x
-        faster at 8-32 rows than h W.
+        kernels instead, runs both in each operation (`TORCH_BATCHED_DIRECTIONS`).
+        On JAX and TensorFlow the loop is compiled with XLA (`TENSORFLOW_XLA`) and
+        each step computes W^T h^T with the kernels as stored (transposed), for
+        which XLA's CPU product measured 1.5-1.7x faster at 8-32 rows than h W.
         The input-to-gate products of up to GATE_POSITIONS running positions are
         one matrix product (`_run_packed`). Layer 0's inputs are token embeddings:
         when the batch's token table has at most that many rows (padded to a
@@ -435,10 +435,10 @@ class BiLSTM(keras.layers.Layer):
         projection products or None) for `torch_lstm_layer`, in `dtype`; with
         `batched`, the kernels for `torch_bilstm_layer` instead (input [2, D, 4C] as
         stored, recurrent [2, H, 4C] and projection [2, C, H] transposed copies).
-        The products per direction: with `TORCH_ONEDNN_STEPS` oneDNN's linear op, on the input
-        kernel as stored and on the recurrent and projection kernels reordered once
-        (`torch_gate_product`, `torch_step_product`), else `addmm` on the input kernel
-        and on untransposed copies of the others. Kept while the variables hold the
+        The products per direction: with `TORCH_ONEDNN_STEPS` oneDNN's linear op,
+        on the input kernel as stored and on the recurrent and projection kernels
+        reordered once (`torch_gate_product`, `torch_step_product`), else `addmm` on
+        the input kernel and on untransposed copies of the others. Kept while the variables hold the
         same values (`_cached`): the recurrent and projection kernels once more
         (160 MB for the original model). PyTorch's h W steps with the stored W^T (a
         transposed view) measured up to 2x slower at 2-8 rows, and its W^T h^T steps
