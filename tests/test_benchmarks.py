@@ -4,6 +4,8 @@ speed and memory are judged by running `benchmarks/bench.py` itself)."""
 import json
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -39,23 +41,34 @@ def test_quick_run_writes_a_report(tmp_path, capsys):
     assert "tok/s" in capsys.readouterr().out
     call_rows = [r for r in record["results"] if r["path"] == "call"]
     assert all(r["ceiling_tokens_per_s"] > 0 for r in call_rows)
+    for r in call_rows:  # the ceiling's matmul fraction: the measured one's, scaled
+        scaled = r["matmul_fraction"] * r["ceiling_tokens_per_s"] / r["tokens_per_s"]
+        assert r["ceiling_matmul_fraction"] == pytest.approx(scaled, rel=1e-2)
 
 
 def test_ceiling_counts_every_recurrent_step_and_the_rest_at_the_matmul_rate():
     options = ELMoOptions.from_dict(bench.MODELS["small"])
     flops = bench.flops_per_token(options)
-    # Two sentences of 3 and 1 tokens: 5 and 3 positions with <S> and </S>, so
-    # steps 0-2 run 2 rows and steps 3-4 run 1, in 2 directions x 2 layers.
+    # Two sentences of 3 and 1 tokens run 4 and 2 steps (<S> and the tokens forward; a
+    # stateless call skips each direction's last step), so steps 0-1 run 2 rows and
+    # steps 2-3 run 1, in 2 directions x 2 layers.
     batch = [["a", "b", "a"], ["c"]]
     step_s = {1: 0.001, 2: 0.003, 4: 0.005}
-    recurrent = 4 * (3 * 0.003 + 2 * 0.001)
-    gate_flops = 2 * 2 * (128 + 128) * 4 * 1024  # both directions, both layers (width 128)
-    other = 5 * (flops["char_cnn"] + flops["highway"] + flops["projection"]) + 8 * gate_flops  # 3 distinct + <S>, </S>
+    recurrent = 4 * (2 * 0.003 + 2 * 0.001)
+    gate_flops = 2 * 2 * 128 * 4 * 1024  # one layer's, both directions (width 128, 4 x 1024 gates)
+    # Per distinct token (3, <S>, </S>): encoder and layer 0's gates; per step and row: layer 1's.
+    other = 5 * (flops["char_cnn"] + flops["highway"] + flops["projection"] + gate_flops) + 6 * gate_flops
     want = 4 / (recurrent + other / 100e9)
     got = bench.ceiling_tokens_per_s(options, [batch], flops, 100.0, step_s)
     assert abs(got - want) < 1e-9 * want
     # 3 rows, between the measured 2 and 4, take 0.004 s per step (interpolated).
     got = bench.ceiling_tokens_per_s(options, [[["a"] * 3] * 3], flops, 100.0, step_s)
-    other = 3 * (flops["char_cnn"] + flops["highway"] + flops["projection"]) + 15 * gate_flops
-    want = 9 / (4 * 5 * 0.004 + other / 100e9)
+    other = 3 * (flops["char_cnn"] + flops["highway"] + flops["projection"] + gate_flops) + 12 * gate_flops
+    want = 9 / (4 * 4 * 0.004 + other / 100e9)
     assert abs(got - want) < 1e-9 * want
+
+
+def test_gate_flops_split_by_layer_add_up():
+    parts = bench.lstm_flops(ELMoOptions.from_dict(bench.MODELS["original"]))
+    assert parts["first"] == parts["later"] == 2 * 2 * 512 * 4 * 4096
+    assert parts["inputs"] == parts["first"] + parts["later"]
