@@ -546,18 +546,23 @@ def main(argv=None) -> int:
               f"{'median':>7} {'matmul%':>8} {'peak MiB':>9} {'ceiling':>8} {'ceil%':>6} {'of it':>7}")
     print(header)
 
+    def matmul_fraction(tokens_per_s: float) -> float:
+        """The share of the measured matmul rate that a throughput implies."""
+        return tokens_per_s * flops["total"] / (rates["best"] * 1e9)
+
     def report(path, batch, order, tokens, cold, best, median, peak, ceiling=None):
         tps = tokens / best
-        frac = tps * flops["total"] / (rates["best"] * 1e9)
+        frac = matmul_fraction(tps)
+        ceiling_frac = None if ceiling is None else matmul_fraction(ceiling)
         row = dict(path=path, batch=batch, order=order, tokens=tokens, cold_s=round(cold, 3),
                    best_s=round(best, 3), median_s=round(median, 3), tokens_per_s=round(tps, 1),
                    median_tokens_per_s=round(tokens / median, 1), matmul_fraction=round(frac, 4),
                    peak_rss_mib=round(peak, 1),
                    ceiling_tokens_per_s=None if ceiling is None else round(ceiling, 1),
-                   ceiling_matmul_fraction=None if ceiling is None else round(frac * ceiling / tps, 4))
+                   ceiling_matmul_fraction=None if ceiling is None else round(ceiling_frac, 4))
         results.append(row)
         of_ceiling = ("" if ceiling is None
-                      else f" {ceiling:>8.0f} {100 * frac * ceiling / tps:>5.1f}% {100 * tps / ceiling:>6.1f}%")
+                      else f" {ceiling:>8.0f} {100 * ceiling_frac:>5.1f}% {100 * tps / ceiling:>6.1f}%")
         print(f"{path:<8} {batch:>7} {order:<7} {tokens:>7} {cold:>7.2f} {tps:>7.1f} {tokens / median:>7.1f} "
               f"{100 * frac:>7.1f}% {peak:>9.0f}{of_ceiling}", flush=True)
 
